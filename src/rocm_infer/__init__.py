@@ -1,0 +1,67 @@
+"""rocm_infer: GGUF models in-process on AMD Radeon GPUs through llama.cpp (HIP),
+with llama-server behind the same interface for head-to-head comparison.
+
+This module is the public API and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .build import build_info
+from .errors import (
+    BackendUnavailableError,
+    EngineError,
+    InvalidConfigError,
+    InvalidModelError,
+    ModelClosedError,
+    ModelNotFoundError,
+    OutOfMemoryError,
+    PromptTooLongError,
+    RequestCancelledError,
+    RequestTimeoutError,
+    RocmInferError,
+    ServerCrashedError,
+    UnsupportedArchitectureError,
+)
+from .interface import Backend, TextModel
+from .models import default_model_path
+from .native.backend import LlamaCppBackend, RocmBackend
+from .registry import default_backend, get_backend, list_backends, register
+from .stream import AsyncTokenStream, TokenStream
+from .types import (
+    BatchResult,
+    BuildInfo,
+    ClassifyResult,
+    GenerateConfig,
+    GenerateMetrics,
+    LoadConfig,
+    Message,
+    ModelInfo,
+    Token,
+    merge_options,
+)
+
+__version__ = "0.1.0"
+
+register(RocmBackend())
+register(LlamaCppBackend())
+
+
+def load_model(model: str | os.PathLike[str] | None = None, config: LoadConfig | None = None, **options: Any) -> TextModel:
+    """Load a GGUF model (a path, a name in ``ROCM_MODEL_DIR``, or None for the default
+    Gemma 3 270M) on ``backend=`` (None: the first available backend)."""
+    load = merge_options(LoadConfig, config, options)
+    backend = get_backend(load.backend) if load.backend else default_backend()
+    return backend.load_model(None if model is None else os.fspath(model), load)
+
+
+__all__ = [
+    "AsyncTokenStream", "Backend", "BackendUnavailableError", "BatchResult", "BuildInfo", "ClassifyResult",
+    "EngineError", "GenerateConfig", "GenerateMetrics", "InvalidConfigError", "InvalidModelError", "LoadConfig",
+    "Message", "ModelClosedError", "ModelInfo", "ModelNotFoundError", "OutOfMemoryError", "PromptTooLongError",
+    "RequestCancelledError", "RequestTimeoutError", "RocmInferError", "ServerCrashedError", "TextModel", "Token",
+    "TokenStream", "UnsupportedArchitectureError", "build_info", "default_backend", "default_model_path",
+    "get_backend", "list_backends", "load_model", "register",
+]

@@ -1,0 +1,177 @@
+"""The ``Backend`` / ``TextModel`` interface every backend implements.
+
+``TextModel`` carries what is the same for all backends: option handling
+(keywords or ``config=``, validated before any work), the chat message rules,
+``batch_generate`` on top of ``generate``, the bookkeeping behind ``metrics()``
+and ``err()``, and the context manager.  A backend supplies how a request is
+started (``_start``) and how the chat prompt is built.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import InvalidConfigError, RocmInferError
+from .stream import AsyncSink, AsyncTokenStream, Finished, Sink, TokenStream
+from .types import BatchResult, ClassifyResult, GenerateConfig, GenerateMetrics, LoadConfig, Message, ModelInfo, merge_options
+
+
+class TextModel(abc.ABC):
+    def __init__(self) -> None:
+        self._last_lock = threading.Lock()
+        self._last: Finished | None = None
+
+    # ---- what a backend provides -------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    @abc.abstractmethod
+    def _start(self, prompt: str, config: GenerateConfig, sink: Sink, *, chat: bool, classify: bool) -> Any:
+        """Validate and start one request whose items go to ``sink``; return a
+        callable that cancels it.  Raise typed errors before starting anything."""
+
+    @abc.abstractmethod
+    def _render_chat(self, messages: Sequence[Message]) -> str: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """End every live stream with ``ModelClosedError`` and free the model."""
+
+    # ---- the interface ---------------------------------------------------------------
+    @property
+    def model_type(self) -> str:
+        return self.info.architecture
+
+    def generate(self, prompt: str, config: GenerateConfig | None = None, **options: Any) -> TokenStream:
+        return self._stream(self._check_prompt(prompt), merge_options(GenerateConfig, config, options), chat=False)
+
+    def chat(self, messages: Sequence[Message | dict[str, Any]], config: GenerateConfig | None = None, **options: Any) -> TokenStream:
+        config = merge_options(GenerateConfig, config, options)
+        return self._stream(self._render_chat(_messages(messages)), config, chat=True)
+
+    def agenerate(self, prompt: str, config: GenerateConfig | None = None, **options: Any) -> AsyncTokenStream:
+        """Call from a coroutine: ``async for tok in model.agenerate(...)``."""
+        return self._astream(self._check_prompt(prompt), merge_options(GenerateConfig, config, options), chat=False)
+
+    def achat(self, messages: Sequence[Message | dict[str, Any]], config: GenerateConfig | None = None, **options: Any) -> AsyncTokenStream:
+        config = merge_options(GenerateConfig, config, options)
+        return self._astream(self._render_chat(_messages(messages)), config, chat=True)
+
+    def classify(self, prompts: Sequence[str], config: GenerateConfig | None = None, **options: Any) -> list[ClassifyResult]:
+        """The most likely next token of each prompt (prefill only, all prompts batched
+        together).  Every prompt is validated before any is started."""
+        config = merge_options(GenerateConfig, config, options)
+        prompts = [self._check_prompt(p) for p in _prompt_list(prompts)]
+        sinks: list[queue.SimpleQueue[Any]] = []
+        for prompt in prompts:
+            sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            self._start(prompt, config, sink, chat=False, classify=True)
+            sinks.append(sink)
+        results = []
+        for sink in sinks:
+            item = sink.get()
+            if isinstance(item, Finished):  # it ended before producing a result
+                self._record(item)
+                raise item.error or RocmInferError(f"classify ended early ({item.reason})")
+            finished = sink.get()
+            self._record(finished)
+            results.append(item)
+        return results
+
+    def batch_generate(self, prompts: Sequence[str], config: GenerateConfig | None = None, **options: Any) -> list[BatchResult]:
+        """Generate for every prompt at once; results in prompt order.  A failure is
+        that item's ``err``, never an exception for the whole batch."""
+        config = merge_options(GenerateConfig, config, options)
+        streams: list[TokenStream | RocmInferError] = []
+        for prompt in _prompt_list(prompts):
+            try:
+                streams.append(self._stream(self._check_prompt(prompt), config, chat=False))
+            except RocmInferError as exc:
+                streams.append(exc)
+        results = []
+        for stream in streams:
+            if isinstance(stream, RocmInferError):
+                results.append(BatchResult(finish_reason="error", err=stream))
+                continue
+            tokens, text = [], []
+            try:
+                for token in stream:
+                    tokens.append(token.id)
+                    text.append(token.text)
+            except RocmInferError:
+                pass  # recorded on the stream
+            results.append(BatchResult("".join(text), tuple(tokens), stream.finish_reason, stream.metrics, stream.error))
+        return results
+
+    def metrics(self) -> GenerateMetrics | None:
+        """Metrics of the last finished operation (per-request numbers are on each stream)."""
+        with self._last_lock:
+            return self._last.metrics if self._last else None
+
+    def err(self) -> BaseException | None:
+        """The error that ended the last finished operation, None if it ended well."""
+        with self._last_lock:
+            return self._last.error if self._last else None
+
+    def __enter__(self) -> TextModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- shared plumbing ---------------------------------------------------------------
+    def _record(self, finished: Finished) -> None:
+        with self._last_lock:
+            self._last = finished
+
+    def _stream(self, prompt: str, config: GenerateConfig, *, chat: bool) -> TokenStream:
+        sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        cancel = self._start(prompt, config, sink, chat=chat, classify=False)
+        return TokenStream(sink, cancel, config.timeout, self._record)
+
+    def _astream(self, prompt: str, config: GenerateConfig, *, chat: bool) -> AsyncTokenStream:
+        sink = AsyncSink(asyncio.get_running_loop())
+        cancel = self._start(prompt, config, sink, chat=chat, classify=False)
+        return AsyncTokenStream(sink, cancel, config.timeout, self._record)
+
+    @staticmethod
+    def _check_prompt(prompt: Any) -> str:
+        if not isinstance(prompt, str):
+            raise InvalidConfigError(f"a prompt must be a string, not {type(prompt).__name__}")
+        return prompt
+
+
+class Backend(abc.ABC):
+    """A way to run models; registered by ``name`` in the registry."""
+
+    name: str
+
+    @abc.abstractmethod
+    def unavailable_reason(self) -> str | None:
+        """None when the backend can run here, otherwise why not and how to fix it."""
+
+    def available(self) -> bool:
+        return self.unavailable_reason() is None
+
+    @abc.abstractmethod
+    def load_model(self, path: str | None, config: LoadConfig) -> TextModel: ...
+
+
+def _messages(messages: Sequence[Message | dict[str, Any]]) -> list[Message]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidConfigError("chat takes a list of messages")
+    if not messages:
+        raise InvalidConfigError("chat needs at least one message")
+    return [Message.coerce(m) for m in messages]
+
+
+def _prompt_list(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise InvalidConfigError("pass a list of prompts, not one string")
+    return list(prompts)

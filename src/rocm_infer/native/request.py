@@ -1,0 +1,95 @@
+"""Per-request state, owned by the engine thread once submitted.
+
+A request needs no prefill or decode phase: it holds its token ids (prompt,
+then what it generated) and how many of them are already in the KV cache;
+each step feeds the ones that are not.  Only ``cancel_event`` is touched by
+another thread (the caller's), and it is an ``Event``.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..stream import Sink
+from ..types import GenerateConfig
+from .detokenize import Detokenizer
+from .stops import StopMatcher
+
+if TYPE_CHECKING:
+    from .handles import SamplerChain
+
+
+class RequestKind(enum.Enum):
+    GENERATE = "generate"
+    CLASSIFY = "classify"  # prefill only: logits at the last prompt position, no KV kept
+
+
+class RequestStatus(enum.IntEnum):
+    """Ordered: every status above RUNNING is finished."""
+
+    WAITING = 0
+    RUNNING = 1
+    FINISHED_STOPPED = 2
+    FINISHED_LENGTH = 3
+    FINISHED_CANCELLED = 4
+    FINISHED_ERROR = 5
+
+    @property
+    def finished(self) -> bool:
+        return self > RequestStatus.RUNNING
+
+
+@dataclass(eq=False)
+class Request:
+    prompt: list[int]
+    config: GenerateConfig
+    sink: Sink
+    kind: RequestKind = RequestKind.GENERATE
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    submitted_at: float = field(default_factory=time.perf_counter)
+    # ---- engine-owned from here on ----
+    status: RequestStatus = RequestStatus.WAITING
+    seq_id: int = -1
+    reserved_cells: int = 0
+    n_computed: int = 0
+    generated: list[int] = field(default_factory=list)
+    sampler: SamplerChain | None = None
+    detokenizer: Detokenizer = field(default_factory=Detokenizer)
+    stops: StopMatcher = field(init=False)
+    admitted_at: float = 0.0
+    first_token_at: float = 0.0
+    last_token_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.stops = StopMatcher(self.config.stop)
+        self.deadline = self.submitted_at + self.config.timeout if self.config.timeout else None
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.prompt) + len(self.generated)
+
+    @property
+    def pending(self) -> int:
+        """Tokens not yet in the KV cache: the prompt's rest, or the last sampled token."""
+        return self.n_tokens - self.n_computed
+
+    def tokens(self, start: int, count: int) -> list[int]:
+        """Token ids at positions [start, start + count) of prompt + generated."""
+        n_prompt = len(self.prompt)
+        if start + count <= n_prompt:
+            return self.prompt[start : start + count]
+        return (self.prompt + self.generated)[start : start + count]
+
+    def cells_needed(self, n_ctx: int) -> int:
+        """KV cells to reserve at admission: the whole prompt plus every token it may
+        still generate, capped by the context (generation stops at its end)."""
+        if self.kind is RequestKind.CLASSIFY:
+            return len(self.prompt)
+        return min(len(self.prompt) + self.config.max_tokens, n_ctx)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline

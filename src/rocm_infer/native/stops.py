@@ -1,0 +1,44 @@
+"""Stop strings with hold-back, on text alone (no model needed to test it).
+
+Text that could still turn into a stop string is held back until it is known
+not to; the stop string itself, and anything after it, is never released.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class StopMatcher:
+    stops: tuple[str, ...]
+    held: str = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add newly generated text; return (text safe to release, stopped)."""
+        if not self.stops:
+            return text, False
+        buffer = self.held + text
+        hits = [i for i in (buffer.find(stop) for stop in self.stops) if i >= 0]
+        if hits:
+            self.held = ""
+            return buffer[: min(hits)], True
+        keep = _longest_stop_prefix_suffix(buffer, self.stops)
+        self.held = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep], False
+
+    def flush(self) -> str:
+        """At the end of generation (no stop matched) the held text is released."""
+        text, self.held = self.held, ""
+        return text
+
+
+def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best

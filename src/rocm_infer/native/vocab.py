@@ -1,0 +1,75 @@
+"""Tokenizer calls on a loaded model's vocabulary.
+
+These only read the vocabulary (immutable after load), so callers may tokenize
+on their own threads while the engine thread decodes: the prompt is tokenized
+before it is submitted, keeping that work off the engine's hot path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cached_property
+from typing import Any
+
+from .bindings import lib
+
+
+class Vocab:
+    def __init__(self, vocab_ptr: Any) -> None:
+        self._llama = lib()
+        self.ptr = vocab_ptr
+        self.n_tokens = int(self._llama.llama_vocab_n_tokens(vocab_ptr))
+        self.add_bos = bool(self._llama.llama_vocab_get_add_bos(vocab_ptr))
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        """``parse_special`` lets a rendered chat template's control tokens
+        (``<start_of_turn>``) become single tokens, as llama-server does."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 16
+        buf = (ctypes.c_int32 * capacity)()
+        n = self._llama.llama_tokenize(self.ptr, data, len(data), buf, capacity, add_special, parse_special)
+        if n < 0:  # too small: -n is the size needed
+            capacity = -n
+            buf = (ctypes.c_int32 * capacity)()
+            n = self._llama.llama_tokenize(self.ptr, data, len(data), buf, capacity, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token; control tokens render as nothing.  Bytes, not
+        text: a token may hold part of a UTF-8 character."""
+        return self._pieces[token] if token < len(self._pieces) else b""
+
+    @cached_property
+    def _pieces(self) -> list[bytes]:
+        """Every token's bytes, read once: a Python list index is cheaper on the
+        per-token path than a ctypes call and a buffer."""
+        buf = ctypes.create_string_buffer(256)
+        pieces = []
+        for token in range(self.n_tokens):
+            n = self._llama.llama_token_to_piece(self.ptr, token, buf, len(buf), 0, False)
+            if n < 0:
+                big = ctypes.create_string_buffer(-n)
+                n = self._llama.llama_token_to_piece(self.ptr, token, big, len(big), 0, False)
+                pieces.append(big.raw[:n])
+            else:
+                pieces.append(buf.raw[:n])
+        return pieces
+
+    def is_eog(self, token: int) -> bool:
+        return token in self.eog_tokens
+
+    @cached_property
+    def eog_tokens(self) -> frozenset[int]:
+        """End-of-generation ids (EOS, EOT, ``<end_of_turn>``...), as llama.cpp marks them."""
+        return frozenset(t for t in range(self.n_tokens) if self._llama.llama_vocab_is_eog(self.ptr, t))
+
+    def special_text(self, which: str) -> str:
+        """The literal text of the BOS or EOS token ("" when the model has none),
+        for chat templates that write it themselves."""
+        token = getattr(self._llama, f"llama_vocab_{which}")(self.ptr)
+        if token < 0:
+            return ""
+        return (self._llama.llama_vocab_get_text(self.ptr, token) or b"").decode("utf-8", "replace")
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")

@@ -1,0 +1,242 @@
+"""The public contract: frozen dataclasses, validated on construction.
+
+Every option is checked here, before any work starts, so a bad value raises
+``InvalidConfigError`` (a ``ValueError``) in the caller's thread and never
+reaches the engine or the server.  No dict crosses the public API.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import InvalidConfigError
+
+if TYPE_CHECKING:  # numpy is only needed at run time by the backends
+    import numpy as np
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+FlashAttn = Literal["auto", "on", "off"]
+ROLES = ("system", "user", "assistant", "tool")
+MAX_PARALLEL_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise InvalidConfigError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def merge_options(cls: type, config: Any, options: dict[str, Any]) -> Any:
+    """Build a ``cls`` from an optional ``config=`` object plus keyword overrides.
+
+    Unknown keywords are an ``InvalidConfigError``, not a silent no-op: a typo
+    such as ``max_token=`` must not run with the default.
+    """
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    _require(not unknown, f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
+    if config is None:
+        return cls(**options)
+    _require(isinstance(config, cls), f"config= must be a {cls.__name__}, not {type(config).__name__}")
+    if not options:
+        return config
+    merged = {f.name: getattr(config, f.name) for f in fields(cls)}
+    merged.update(options)
+    return cls(**merged)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token. ``text`` is the text this token releases: it may be empty
+    while a multi-byte character or a possible stop string is still incomplete, and
+    the concatenation of all ``text`` values is exactly the generated text."""
+
+    id: int
+    text: str
+    logprob: float | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def __post_init__(self) -> None:
+        _require(self.role in ROLES, f"unknown chat role {self.role!r}; use one of {', '.join(ROLES)}")
+        _require(isinstance(self.content, str), "message content must be a string")
+
+    @classmethod
+    def coerce(cls, value: Message | dict[str, Any]) -> Message:
+        """Accept the OpenAI-style dicts users already have, as well as ``Message``."""
+        if isinstance(value, Message):
+            return value
+        _require(isinstance(value, dict), f"a chat message must be a Message or a dict, not {type(value).__name__}")
+        _require(set(value) >= {"role", "content"}, "a chat message needs 'role' and 'content'")
+        return cls(role=value["role"], content=value["content"])
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Per-request options.  ``temperature=0`` selects greedy decoding; ``top_k=0``,
+    ``top_p=0``/``1``, ``min_p=0`` and ``repeat_penalty=1`` switch that filter off."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 0.0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    stop: tuple[str, ...] = ()
+    stop_tokens: tuple[int, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    return_logits: bool = False
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_tokens", tuple(self.stop_tokens))
+        _require(_is_int(self.max_tokens) and self.max_tokens >= 1, f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        _require(_is_number(self.temperature) and self.temperature >= 0, f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        _require(_is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
+        _require(_is_number(self.top_p) and 0 <= self.top_p <= 1, f"top_p must be in [0, 1], got {self.top_p!r}")
+        _require(_is_number(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}")
+        _require(_is_number(self.repeat_penalty) and self.repeat_penalty > 0, f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty!r}")
+        _require(_is_int(self.repeat_last_n) and self.repeat_last_n >= 0, f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
+        _require(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
+        _require(all(_is_int(t) and t >= 0 for t in self.stop_tokens), "stop_tokens must be token ids (integers >= 0)")
+        _require(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
+        _require(self.timeout is None or (_is_number(self.timeout) and self.timeout > 0), f"timeout must be None or a number of seconds > 0, got {self.timeout!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """Greedy decoding is an argmax, so the filters and the penalty cannot change it
+        unless the penalty is on."""
+        return self.temperature == 0 and self.repeat_penalty == 1.0
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Options fixed when a model is loaded.
+
+    ``context_len=0``: the model's trained context, capped at 4096 tokens (the
+    hardware issue refines this with free VRAM).  ``gpu_layers=-1``: offload every
+    layer the build can.  ``parallel_slots=0``: 16 sequences share one KV cache.
+    ``n_threads=0``: one thread per CPU the process may use.
+    """
+
+    backend: str | None = None
+    context_len: int = 0
+    gpu_layers: int = -1
+    parallel_slots: int = 0
+    flash_attn: FlashAttn = "auto"
+    n_threads: int = 0
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        _require(self.backend is None or isinstance(self.backend, str), "backend must be a name or None")
+        _require(_is_int(self.context_len) and self.context_len >= 0, f"context_len must be an integer >= 0, got {self.context_len!r}")
+        _require(_is_int(self.gpu_layers) and self.gpu_layers >= -1, f"gpu_layers must be -1 (all) or an integer >= 0, got {self.gpu_layers!r}")
+        _require(_is_int(self.parallel_slots) and 0 <= self.parallel_slots <= MAX_PARALLEL_SLOTS, f"parallel_slots must be an integer in [0, {MAX_PARALLEL_SLOTS}], got {self.parallel_slots!r}")
+        _require(self.flash_attn in ("auto", "on", "off"), f"flash_attn must be 'auto', 'on' or 'off', got {self.flash_attn!r}")
+        _require(_is_int(self.n_threads) and self.n_threads >= 0, f"n_threads must be an integer >= 0, got {self.n_threads!r}")
+        _require(_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+
+
+@dataclass(frozen=True)
+class GenerateMetrics:
+    """Timing and counts of one finished operation.  ``generated_tokens`` counts
+    exactly the tokens the stream yielded (end-of-generation tokens are not yielded)."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    total_s: float = 0.0
+    active_memory_bytes: int = 0
+    peak_memory_bytes: int = 0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens after the first over the time after the first: the first token's
+        cost belongs to prefill, as in llama.cpp's own figures."""
+        return (self.generated_tokens - 1) / self.decode_s if self.decode_s > 0 and self.generated_tokens > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """The most likely next token after a prompt; ``logits`` (vocab-sized) when asked."""
+
+    token: int
+    text: str
+    logits: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One item of ``batch_generate``.  A failure is this item's ``err``, not an
+    exception for the whole batch."""
+
+    text: str = ""
+    tokens: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    metrics: GenerateMetrics | None = None
+    err: Exception | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded and how.  ``context_reason`` says why ``context_len`` was chosen."""
+
+    path: str
+    backend: str
+    architecture: str
+    name: str
+    vocab_size: int
+    n_layers: int
+    hidden_size: int
+    n_heads: int
+    n_kv_heads: int
+    n_params: int
+    size_bytes: int
+    quantization: str
+    quant_bits: int | None
+    quant_group: int | None
+    context_train: int
+    context_len: int
+    context_reason: str
+    parallel_slots: int
+    gpu_layers: int
+    flash_attn: FlashAttn
+    has_chat_template: bool
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """What the native libraries were compiled for (read from the installed build)."""
+
+    gpu_backend: str
+    gpu_targets: tuple[str, ...]
+    flash_attn_kernels: str
+    llama_cpp_commit: str
+    library_path: str
+    bin_path: str
+    supports_gpu_offload: bool
+    system_info: str

@@ -1,0 +1,34 @@
+import math
+
+import numpy as np
+
+from rocm_infer.native.sampling import chain_plan, greedy_tokens, token_logprob
+from rocm_infer.types import GenerateConfig
+
+
+def test_greedy_takes_the_argmax_of_each_row():
+    rows = np.array([[0.1, 2.0, -1.0], [5.0, 0.0, 4.9]], dtype=np.float32)
+    assert greedy_tokens(rows).tolist() == [1, 0]
+
+
+def test_logprob_is_log_softmax():
+    row = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    expected = 3.0 - math.log(math.exp(1) + math.exp(2) + math.exp(3))
+    assert abs(token_logprob(row, 2) - expected) < 1e-6
+
+
+def test_chain_order_follows_llama_cpp():
+    config = GenerateConfig(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1)
+    assert [name for name, _ in chain_plan(config, seed=7)] == ["penalties", "top_k", "top_p", "min_p", "temp", "dist"]
+    assert chain_plan(config, seed=7)[-1] == ("dist", (7,))
+
+
+def test_filters_that_are_off_are_left_out():
+    assert chain_plan(GenerateConfig(temperature=1.0, top_p=1.0), seed=1) == [("temp", (1.0,)), ("dist", (1,))]
+
+
+def test_greedy_with_a_penalty_still_needs_a_chain():
+    config = GenerateConfig(repeat_penalty=1.3)
+    assert not config.greedy
+    assert [name for name, _ in chain_plan(config, seed=0)] == ["penalties", "greedy"]
+    assert GenerateConfig().greedy

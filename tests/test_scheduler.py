@@ -1,0 +1,54 @@
+import queue
+
+from rocm_infer.native.request import Request, RequestStatus
+from rocm_infer.native.scheduler import plan_step
+from rocm_infer.types import GenerateConfig
+
+
+def make(prompt_len: int, max_tokens: int = 8) -> Request:
+    return Request(list(range(prompt_len)), GenerateConfig(max_tokens=max_tokens), queue.SimpleQueue())
+
+
+def running(prompt_len: int, computed: int, generated: int = 0) -> Request:
+    request = make(prompt_len)
+    request.status = RequestStatus.RUNNING
+    request.generated = [1] * generated
+    request.n_computed = computed
+    return request
+
+
+def test_decoding_requests_come_first_then_prefill_chunks():
+    decoding = running(4, computed=4, generated=1)  # one pending token
+    prefilling = running(100, computed=10)
+    plan = plan_step([prefilling, decoding], [], free_slots=0, free_cells=0, n_ctx=512, budget=32)
+    assert [(c.request, c.start, c.count) for c in plan.chunks] == [(decoding, 4, 1), (prefilling, 10, 31)]
+    assert plan.chunks[0].wants_logits and not plan.chunks[1].wants_logits
+
+
+def test_long_prompt_is_chunked_and_logits_only_at_its_end():
+    request = make(70)
+    plan = plan_step([], [request], free_slots=4, free_cells=1000, n_ctx=1000, budget=64)
+    assert plan.admitted == (request,)
+    assert plan.chunks[0].count == 64 and not plan.chunks[0].wants_logits
+    request.n_computed = 64
+    request.status = RequestStatus.RUNNING
+    plan = plan_step([request], [], free_slots=3, free_cells=900, n_ctx=1000, budget=64)
+    assert plan.chunks[0].count == 6 and plan.chunks[0].wants_logits
+
+
+def test_admission_reserves_prompt_plus_max_tokens_and_keeps_order():
+    first, second, third = make(10, max_tokens=50), make(10, max_tokens=500), make(1, max_tokens=1)
+    plan = plan_step([], [first, second, third], free_slots=8, free_cells=100, n_ctx=1000, budget=512)
+    # second needs 510 cells and does not fit; third fits but must not overtake it
+    assert plan.admitted == (first,)
+
+
+def test_reservation_is_capped_by_the_context():
+    request = make(10, max_tokens=10_000)
+    assert request.cells_needed(n_ctx=256) == 256
+
+
+def test_slots_and_budget_limit_admission():
+    waiting = [make(5) for _ in range(4)]
+    assert len(plan_step([], waiting, free_slots=2, free_cells=1000, n_ctx=1000, budget=512).admitted) == 2
+    assert len(plan_step([], waiting, free_slots=8, free_cells=1000, n_ctx=1000, budget=7).admitted) == 2
