@@ -19,16 +19,16 @@ def test_logprob_is_log_softmax():
 
 def test_chain_order_follows_llama_cpp():
     config = GenerateConfig(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05, repeat_penalty=1.1)
-    assert [name for name, _ in chain_plan(config, seed=7)] == ["penalties", "top_k", "top_p", "min_p", "temp", "dist"]
-    assert chain_plan(config, seed=7)[-1] == ("dist", (7,))
+    assert [name for name, _ in chain_plan(config, seed=7, n_vocab=100)] == ["penalties", "top_k", "top_p", "min_p", "temp", "dist"]
+    assert chain_plan(config, seed=7, n_vocab=100)[-1] == ("dist", (7,))
 
 
 def test_filters_that_are_off_are_left_out():
-    assert chain_plan(GenerateConfig(temperature=1.0, top_p=1.0), seed=1) == [("temp", (1.0,)), ("dist", (1,))]
+    assert chain_plan(GenerateConfig(temperature=1.0, top_p=1.0), seed=1, n_vocab=100) == [("temp", (1.0,)), ("dist", (1,))]
 
 
 def test_greedy_with_a_penalty_still_needs_a_chain():
     config = GenerateConfig(repeat_penalty=1.3)
     assert not config.greedy
-    assert [name for name, _ in chain_plan(config, seed=0)] == ["penalties", "greedy"]
+    assert [name for name, _ in chain_plan(config, seed=0, n_vocab=100)] == ["penalties", "greedy"]
     assert GenerateConfig().greedy

@@ -32,9 +32,10 @@ class TextModel(abc.ABC):
     def info(self) -> ModelInfo: ...
 
     @abc.abstractmethod
-    def _start(self, prompt: str, config: GenerateConfig, sink: Sink, *, chat: bool, classify: bool) -> Any:
+    def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Any:
         """Validate and start one request whose items go to ``sink``; return a
-        callable that cancels it.  Raise typed errors before starting anything."""
+        callable that cancels it.  Raise typed errors before starting anything.
+        A prompt is text or token ids (taken as they are, no BOS added)."""
 
     @abc.abstractmethod
     def _render_chat(self, messages: Sequence[Message]) -> str: ...
@@ -48,22 +49,22 @@ class TextModel(abc.ABC):
     def model_type(self) -> str:
         return self.info.architecture
 
-    def generate(self, prompt: str, config: GenerateConfig | None = None, **options: Any) -> TokenStream:
-        return self._stream(self._check_prompt(prompt), merge_options(GenerateConfig, config, options), chat=False)
+    def generate(self, prompt: str | Sequence[int], config: GenerateConfig | None = None, **options: Any) -> TokenStream:
+        return self._stream(self._check_prompt(prompt), merge_options(GenerateConfig, config, options))
 
     def chat(self, messages: Sequence[Message | dict[str, Any]], config: GenerateConfig | None = None, **options: Any) -> TokenStream:
         config = merge_options(GenerateConfig, config, options)
-        return self._stream(self._render_chat(_messages(messages)), config, chat=True)
+        return self._stream(self._render_chat(_messages(messages)), config)
 
-    def agenerate(self, prompt: str, config: GenerateConfig | None = None, **options: Any) -> AsyncTokenStream:
+    def agenerate(self, prompt: str | Sequence[int], config: GenerateConfig | None = None, **options: Any) -> AsyncTokenStream:
         """Call from a coroutine: ``async for tok in model.agenerate(...)``."""
-        return self._astream(self._check_prompt(prompt), merge_options(GenerateConfig, config, options), chat=False)
+        return self._astream(self._check_prompt(prompt), merge_options(GenerateConfig, config, options))
 
     def achat(self, messages: Sequence[Message | dict[str, Any]], config: GenerateConfig | None = None, **options: Any) -> AsyncTokenStream:
         config = merge_options(GenerateConfig, config, options)
-        return self._astream(self._render_chat(_messages(messages)), config, chat=True)
+        return self._astream(self._render_chat(_messages(messages)), config)
 
-    def classify(self, prompts: Sequence[str], config: GenerateConfig | None = None, **options: Any) -> list[ClassifyResult]:
+    def classify(self, prompts: Sequence[str | Sequence[int]], config: GenerateConfig | None = None, **options: Any) -> list[ClassifyResult]:
         """The most likely next token of each prompt (prefill only, all prompts batched
         together).  Every prompt is validated before any is started."""
         config = merge_options(GenerateConfig, config, options)
@@ -71,7 +72,7 @@ class TextModel(abc.ABC):
         sinks: list[queue.SimpleQueue[Any]] = []
         for prompt in prompts:
             sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
-            self._start(prompt, config, sink, chat=False, classify=True)
+            self._start(prompt, config, sink, classify=True)
             sinks.append(sink)
         results = []
         for sink in sinks:
@@ -84,14 +85,14 @@ class TextModel(abc.ABC):
             results.append(item)
         return results
 
-    def batch_generate(self, prompts: Sequence[str], config: GenerateConfig | None = None, **options: Any) -> list[BatchResult]:
+    def batch_generate(self, prompts: Sequence[str | Sequence[int]], config: GenerateConfig | None = None, **options: Any) -> list[BatchResult]:
         """Generate for every prompt at once; results in prompt order.  A failure is
         that item's ``err``, never an exception for the whole batch."""
         config = merge_options(GenerateConfig, config, options)
         streams: list[TokenStream | RocmInferError] = []
         for prompt in _prompt_list(prompts):
             try:
-                streams.append(self._stream(self._check_prompt(prompt), config, chat=False))
+                streams.append(self._stream(self._check_prompt(prompt), config))
             except RocmInferError as exc:
                 streams.append(exc)
         results = []
@@ -130,21 +131,23 @@ class TextModel(abc.ABC):
         with self._last_lock:
             self._last = finished
 
-    def _stream(self, prompt: str, config: GenerateConfig, *, chat: bool) -> TokenStream:
+    def _stream(self, prompt: str | list[int], config: GenerateConfig) -> TokenStream:
         sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        cancel = self._start(prompt, config, sink, chat=chat, classify=False)
+        cancel = self._start(prompt, config, sink, classify=False)
         return TokenStream(sink, cancel, config.timeout, self._record)
 
-    def _astream(self, prompt: str, config: GenerateConfig, *, chat: bool) -> AsyncTokenStream:
+    def _astream(self, prompt: str | list[int], config: GenerateConfig) -> AsyncTokenStream:
         sink = AsyncSink(asyncio.get_running_loop())
-        cancel = self._start(prompt, config, sink, chat=chat, classify=False)
+        cancel = self._start(prompt, config, sink, classify=False)
         return AsyncTokenStream(sink, cancel, config.timeout, self._record)
 
     @staticmethod
-    def _check_prompt(prompt: Any) -> str:
-        if not isinstance(prompt, str):
-            raise InvalidConfigError(f"a prompt must be a string, not {type(prompt).__name__}")
-        return prompt
+    def _check_prompt(prompt: Any) -> str | list[int]:
+        if isinstance(prompt, str):
+            return prompt
+        if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
+            return list(prompt)
+        raise InvalidConfigError(f"a prompt must be a string or a list of token ids, not {type(prompt).__name__}")
 
 
 class Backend(abc.ABC):
@@ -171,7 +174,7 @@ def _messages(messages: Sequence[Message | dict[str, Any]]) -> list[Message]:
     return [Message.coerce(m) for m in messages]
 
 
-def _prompt_list(prompts: Sequence[str]) -> list[str]:
+def _prompt_list(prompts: Sequence[str | Sequence[int]]) -> list[str | Sequence[int]]:
     if isinstance(prompts, str):
         raise InvalidConfigError("pass a list of prompts, not one string")
     return list(prompts)

@@ -94,25 +94,29 @@ class Engine:
 
     # ---- engine thread -------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            if not self._take_inbox(block=not (self._running or self._waiting)):
-                break
-            self._reap(time.perf_counter())
-            plan = plan_step(self._running, self._waiting, len(self._free_slots), self._free_cells, self._n_ctx, self._budget)
-            if not plan.chunks:
-                time.sleep(0.001)  # waiting work that cannot be admitted yet: nothing runs
-                continue
-            try:
-                self._admit(plan.admitted)
-                outputs = self._run(plan)
-                self._apply(plan, outputs)
-            except Exception as exc:  # a fault in one step fails its requests, not the engine
-                error = exc if isinstance(exc, RocmInferError) else EngineError(f"engine step failed: {exc!r}")
-                _log.exception("engine step failed")
-                for request in {chunk.request for chunk in plan.chunks}:
-                    if not request.status.finished:
-                        self._finish(request, RequestStatus.FINISHED_ERROR, error)
-        self._shutdown()
+        try:
+            while self._take_inbox(block=not (self._running or self._waiting)):
+                self._step()
+        finally:  # also when the loop itself failed: no request may wait forever
+            with self._close_lock:
+                self._closed = True
+            self._shutdown()
+
+    def _step(self) -> None:
+        self._reap(time.perf_counter())
+        plan = plan_step(self._running, self._waiting, len(self._free_slots), self._free_cells, self._n_ctx, self._budget)
+        if not plan.chunks:
+            return
+        try:
+            self._admit(plan.admitted)
+            outputs = self._run(plan)
+            self._apply(plan, outputs)
+        except Exception as exc:  # a fault in one step fails its requests, not the engine
+            error = exc if isinstance(exc, RocmInferError) else EngineError(f"engine step failed: {exc!r}")
+            _log.exception("engine step failed")
+            for request in {chunk.request for chunk in plan.chunks}:
+                if not request.status.finished:
+                    self._finish(request, RequestStatus.FINISHED_ERROR, error)
 
     def _take_inbox(self, block: bool) -> bool:
         """Move submissions into the waiting queue; False once shutdown arrives."""
@@ -147,14 +151,14 @@ class Engine:
     def _admit(self, admitted: tuple[Request, ...]) -> None:
         now = time.perf_counter()
         for request in admitted:
+            if request.kind is RequestKind.GENERATE and not request.config.greedy:
+                request.sampler = build_chain(request.config, request.prompt, self._vocab.n_tokens)
             self._waiting.remove(request)
             request.seq_id = self._free_slots.pop()
             request.reserved_cells = request.cells_needed(self._n_ctx)
             self._free_cells -= request.reserved_cells
             request.status = RequestStatus.RUNNING
             request.admitted_at = now
-            if request.kind is RequestKind.GENERATE and not request.config.greedy:
-                request.sampler = build_chain(request.config, request.prompt)
             self._running.append(request)
 
     def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
@@ -215,12 +219,12 @@ class Engine:
 
     def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
         """End a request: free its KV cells and slot now, then send its last item."""
-        if request.status is RequestStatus.RUNNING:
+        if request in self._running:
+            self._running.remove(request)
             self._ctx.remove_sequence(request.seq_id)
             self._free_slots.append(request.seq_id)
             self._free_cells += request.reserved_cells
-            self._running.remove(request)
-        elif request.status is RequestStatus.WAITING:
+        elif request in self._waiting:
             self._waiting.remove(request)
         request.status = status
         if request.sampler is not None:

@@ -86,10 +86,12 @@ class NativeModel(TextModel):
 
         return self._engine.call(read)
 
-    def _start(self, prompt: str, config: GenerateConfig, sink: Sink, *, chat: bool, classify: bool) -> Callable[[], None]:
+    def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
         if self._closed:
             raise ModelClosedError("the model is closed; load it again")
-        ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True)
+        ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True) if isinstance(prompt, str) else prompt
+        if any(t >= self._vocab.n_tokens for t in ids):
+            raise InvalidConfigError(f"token ids must be below the vocabulary size {self._vocab.n_tokens}")
         if not ids:
             raise InvalidConfigError("the prompt is empty (it has no tokens)")
         n_ctx = self._ctx.n_ctx

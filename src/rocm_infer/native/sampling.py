@@ -33,11 +33,11 @@ def token_logprob(row: np.ndarray, token: int) -> float:
     return float(row[token] - peak - np.log(np.exp(row.astype(np.float64) - peak).sum()))
 
 
-def chain_plan(config: GenerateConfig, seed: int) -> list[ChainStep]:
+def chain_plan(config: GenerateConfig, seed: int, n_vocab: int) -> list[ChainStep]:
     """The llama.cpp samplers, in order, that implement ``config``."""
     plan: list[ChainStep] = []
     if config.repeat_penalty != 1.0:
-        plan.append(("penalties", (config.repeat_last_n, config.repeat_penalty, 0.0, 0.0)))
+        plan.append(("penalties", (n_vocab, config.repeat_last_n, config.repeat_penalty, 0.0, 0.0)))
     if config.temperature == 0:
         plan.append(("greedy", ()))
         return plan
@@ -57,11 +57,11 @@ def resolve_seed(config: GenerateConfig) -> int:
     return config.seed if config.seed is not None else secrets.randbits(32)
 
 
-def build_chain(config: GenerateConfig, history: list[int]) -> SamplerChain:
+def build_chain(config: GenerateConfig, history: list[int], n_vocab: int) -> SamplerChain:
     """A sampler chain for one request; ``history`` (the prompt's tail) primes the
     repeat penalty the way llama-server does."""
     llama = lib()
-    parts = [getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in chain_plan(config, resolve_seed(config))]
+    parts = [getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in chain_plan(config, resolve_seed(config), n_vocab)]
     chain = SamplerChain(parts)
     for token in history[-config.repeat_last_n :] if config.repeat_last_n else ():
         llama.llama_sampler_accept(chain.ptr, token)

@@ -1,0 +1,109 @@
+"""The ``rocm-infer`` command.
+
+Generated text goes to stdout; status goes to stderr, so the output pipes
+cleanly.  The library raises its own errors; only here do they become a
+one-line message and a non-zero exit status.  List commands build one record
+and render it as text or, with ``--json``, as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import errors
+
+
+def _fail(exc: errors.RocmInferError) -> None:
+    raise click.ClickException(f"{type(exc).__name__}: {exc}")
+
+
+def _render(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+        return
+    width = max(len(k) for k in record)
+    for key, value in record.items():
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@click.group()
+@click.version_option(package_name="rocm-infer")
+def main() -> None:
+    """Run GGUF models in-process through llama.cpp (ROCm/HIP first)."""
+
+
+@main.command()
+@click.argument("prompt")
+@click.option("--model", "-m", default=None, help="GGUF path or name in ROCM_MODEL_DIR (default: Gemma 3 270M).")
+@click.option("--backend", "-b", default=None, help="rocm, llama_cpp, ... (default: the first available).")
+@click.option("--max-tokens", "-n", default=128, show_default=True, type=int)
+@click.option("--temperature", "-t", default=0.0, show_default=True, type=float)
+@click.option("--seed", default=None, type=int)
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the model's chat template as a user turn.")
+@click.option("--stats", is_flag=True, help="Print this request's metrics to stderr.")
+def generate(prompt: str, model: str | None, backend: str | None, max_tokens: int, temperature: float, seed: int | None, chat: bool, stats: bool) -> None:
+    """Generate text from PROMPT, streaming it to stdout."""
+    from . import load_model
+
+    try:
+        with load_model(model, backend=backend) as loaded:
+            options = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
+            stream = loaded.chat([{"role": "user", "content": prompt}], **options) if chat else loaded.generate(prompt, **options)
+            with stream:
+                for token in stream:
+                    click.echo(token.text, nl=False)
+                    sys.stdout.flush()
+            click.echo()
+            if stats and stream.metrics:
+                m = stream.metrics
+                click.echo(
+                    f"{m.prompt_tokens} prompt + {m.generated_tokens} generated tokens; first token {m.time_to_first_token_s * 1000:.0f} ms; "
+                    f"decode {m.decode_tokens_per_s:.1f} tok/s ({loaded.info.backend}, {loaded.info.name})",
+                    err=True,
+                )
+    except errors.RocmInferError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def backends(as_json: bool) -> None:
+    """List the backends and whether each can run here."""
+    from . import get_backend, list_backends
+
+    record = {}
+    for name in list_backends():
+        reason = get_backend(name).unavailable_reason()
+        record[name] = {"available": reason is None, "reason": reason} if as_json else ("available" if reason is None else f"unavailable: {reason}")
+    _render(record, as_json)
+
+
+@main.command("build-info")
+@click.option("--json", "as_json", is_flag=True)
+def build_info_command(as_json: bool) -> None:
+    """What the native libraries were compiled for."""
+    from . import build_info
+
+    try:
+        _render(dataclasses.asdict(build_info()), as_json)
+    except errors.RocmInferError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def info(model: str | None, as_json: bool) -> None:
+    """Load MODEL (default: Gemma 3 270M) and describe it."""
+    from . import load_model
+
+    try:
+        with load_model(model) as loaded:
+            _render(dataclasses.asdict(loaded.info), as_json)
+    except errors.RocmInferError as exc:
+        _fail(exc)

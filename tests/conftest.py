@@ -1,0 +1,40 @@
+"""One real Gemma 3 270M model per test session, never mocked.
+
+``model`` runs with flash attention off, which keeps batched numerics closest
+to a sequence run alone on the CPU build (see ``test_engine``'s tolerance);
+``model_fa`` is the default configuration (flash attention auto, i.e. on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import rocm_infer as ri
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    return ri.default_model_path()
+
+
+@pytest.fixture(scope="session")
+def model(gemma_path: Path) -> Iterator[ri.TextModel]:
+    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=16) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="session")
+def model_fa(gemma_path: Path) -> Iterator[ri.TextModel]:
+    with ri.load_model(gemma_path, backend="llama_cpp") as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="session")
+def vendor_models() -> Path:
+    """llama.cpp's own vocab-only GGUFs and template files, unpacked by the build."""
+    path = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models"
+    assert path.is_dir(), "vendor/llama.cpp is missing: install with the README's command first"
+    return path

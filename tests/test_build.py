@@ -1,0 +1,43 @@
+"""The one native build: what it is, where it lies, and that only it is loaded."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import rocm_infer as ri
+from rocm_infer.build import BIN_DIR, LIB_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_build_info_reports_the_packaged_cpu_build():
+    info = ri.build_info()
+    assert info.gpu_backend == "cpu"
+    assert info.llama_cpp_commit.startswith("0c1e570")
+    assert Path(info.library_path).parent == LIB_DIR
+    assert Path(info.library_path).is_file()
+    assert info.supports_gpu_offload is False
+    assert "CPU" in info.system_info
+
+
+def test_exactly_one_libllama_is_loaded_and_it_is_ours(model):
+    maps = Path(f"/proc/{os.getpid()}/maps").read_text().splitlines()
+    libllamas = {line.split()[-1] for line in maps if "libllama.so" in line}
+    assert len(libllamas) == 1
+    assert Path(libllamas.pop()).resolve().parent == LIB_DIR.resolve()
+
+
+def test_tools_are_installed_and_resolve_their_libraries_without_ld_library_path():
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    for tool in ("llama-server", "llama-bench", "llama-batched-bench"):
+        path = BIN_DIR / tool
+        assert os.access(path, os.X_OK), path
+        ldd = subprocess.run(["ldd", str(path)], capture_output=True, text=True, env=env, check=True).stdout
+        assert "not found" not in ldd
+        assert str(LIB_DIR.resolve()) in ldd or "$ORIGIN" in ldd or str(LIB_DIR) in ldd
+
+
+def test_no_vendored_source_model_or_binary_is_tracked():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert not [f for f in tracked if f.startswith("vendor/")]
+    assert not [f for f in tracked if f.endswith((".gguf", ".so", ".whl", ".tar.gz"))]

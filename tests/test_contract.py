@@ -1,0 +1,66 @@
+"""Option validation happens before any work, with typed errors."""
+
+import math
+
+import pytest
+
+import rocm_infer as ri
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_tokens": -1},
+        {"max_tokens": 0},
+        {"temperature": math.nan},
+        {"temperature": -0.1},
+        {"top_p": 1.5},
+        {"top_p": -0.1},
+        {"min_p": 2.0},
+        {"top_k": -3},
+        {"repeat_penalty": 0},
+        {"seed": -1},
+        {"timeout": 0},
+        {"stop": ("",)},
+        {"max_token": 5},  # a typo is an error, not a silent default
+    ],
+)
+def test_invalid_generate_options_raise_value_errors(options):
+    with pytest.raises(ri.InvalidConfigError) as info:
+        ri.GenerateConfig(**options) if "max_token" not in options else ri.merge_options(ri.GenerateConfig, None, options)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"context_len": -1}, {"gpu_layers": -2}, {"parallel_slots": 1000}, {"flash_attn": "maybe"}, {"batch_size": 0}],
+)
+def test_invalid_load_options_raise(options):
+    with pytest.raises(ri.InvalidConfigError):
+        ri.LoadConfig(**options)
+
+
+def test_unknown_backend_is_a_typed_error():
+    with pytest.raises(ri.InvalidConfigError, match="unknown backend 'nope'"):
+        ri.load_model(backend="nope")
+
+
+def test_unknown_role_is_rejected():
+    with pytest.raises(ri.InvalidConfigError, match="unknown chat role"):
+        ri.Message("wizard", "hi")
+
+
+def test_config_object_and_keywords_merge():
+    base = ri.GenerateConfig(max_tokens=5, temperature=0.5)
+    merged = ri.merge_options(ri.GenerateConfig, base, {"temperature": 0.0})
+    assert (merged.max_tokens, merged.temperature) == (5, 0.0)
+    assert ri.GenerateConfig(stop="x").stop == ("x",)
+
+
+def test_registry_lists_the_in_process_backends_in_default_order():
+    names = ri.list_backends()
+    assert names.index("rocm") < names.index("llama_cpp")
+    assert ri.get_backend("llama_cpp").available()
+    # no AMD GPU and a CPU build here: rocm says why instead of pretending
+    assert not ri.get_backend("rocm").available()
+    assert ri.default_backend().name == "llama_cpp"
