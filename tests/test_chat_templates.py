@@ -2,7 +2,8 @@
 
 import pytest
 
-from rocm_infer.native.chat import render_chat, template_for
+from rocm_infer.chat_templates import template_for
+from rocm_infer.native.chat import render_chat
 from rocm_infer.native.handles import LlamaModel
 from rocm_infer.types import Message
 

@@ -46,7 +46,7 @@ def test_sixteen_threads_match_their_prompts_run_alone(model):
         ids = [t.id for t in stream]
         together[prompt] = (ids, stream.metrics, stream.finish_reason)
 
-    steps_before = model._engine.steps
+    steps_before = model.engine_stats().steps
     threads = [threading.Thread(target=run, args=(p,)) for p in PROMPTS]
     for thread in threads:
         thread.start()
@@ -59,7 +59,7 @@ def test_sixteen_threads_match_their_prompts_run_alone(model):
         assert metrics.generated_tokens == len(ids)
         assert metrics.prompt_tokens == len(model.tokenize(prompt))
     # batched for real: far fewer decode steps than 16 separate runs would need
-    assert model._engine.steps - steps_before < 16 * 32 / 2
+    assert model.engine_stats().steps - steps_before < 16 * 32 / 2
 
 
 def test_classify_matches_the_first_greedy_token(model):

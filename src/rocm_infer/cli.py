@@ -107,3 +107,28 @@ def info(model: str | None, as_json: bool) -> None:
             _render(dataclasses.asdict(loaded.info), as_json)
     except errors.RocmInferError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.option("--model", "-m", default=None, help="GGUF path (default: Gemma 3 270M).")
+@click.option("--threads", "-t", default=0, type=int, help="CPU threads for every contender (default: all usable CPUs).")
+@click.option("--gen-tokens", default=64, show_default=True, type=int)
+@click.option("--prompt-tokens", default=16, show_default=True, type=int)
+@click.option("--streams", default="1,4,16", show_default=True, help="Concurrent stream counts.")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(), default="benchmarks/out/bench.json", show_default=True)
+def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, streams: str, flash_attn: str, out: str) -> None:
+    """Measure the in-process engine next to llama-bench and llama-batched-bench (same build)."""
+    from pathlib import Path
+
+    from .bench.run import BenchSettings, run, table, write
+
+    settings = BenchSettings(model=model, threads=threads, gen_tokens=gen_tokens, prompt_tokens=prompt_tokens,
+                             streams=[int(s) for s in streams.split(",")], flash_attn=flash_attn)
+    try:
+        result = run(settings)
+    except errors.RocmInferError as exc:
+        _fail(exc)
+    write(result, Path(out))
+    table(result)
+    click.echo(json.dumps(result["ratios"], indent=2))

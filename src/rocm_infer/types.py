@@ -87,7 +87,9 @@ class Message:
 @dataclass(frozen=True)
 class GenerateConfig:
     """Per-request options.  ``temperature=0`` selects greedy decoding; ``top_k=0``,
-    ``top_p=0``/``1``, ``min_p=0`` and ``repeat_penalty=1`` switch that filter off."""
+    ``top_p=0``/``1``, ``min_p=0`` and ``repeat_penalty=1`` switch that filter off.
+    ``ignore_eos`` keeps generating past end-of-generation tokens (benchmarks that
+    need exactly ``max_tokens``, like llama.cpp's own)."""
 
     max_tokens: int = 256
     temperature: float = 0.0
@@ -101,6 +103,7 @@ class GenerateConfig:
     seed: int | None = None
     logprobs: bool = False
     return_logits: bool = False
+    ignore_eos: bool = False
     timeout: float | None = None
 
     def __post_init__(self) -> None:

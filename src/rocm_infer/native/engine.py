@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -43,6 +44,21 @@ T = TypeVar("T")
 _SHUTDOWN = object()
 
 
+@dataclass
+class EngineStats:
+    """Where the engine thread's time goes: ``step_s - decode_s`` is the Python cost
+    (planning, filling the batch, sampling, detokenizing, stops, queues)."""
+
+    steps: int = 0
+    tokens: int = 0
+    step_s: float = 0.0
+    decode_s: float = 0.0
+
+    @property
+    def python_fraction(self) -> float:
+        return (self.step_s - self.decode_s) / self.step_s if self.step_s else 0.0
+
+
 class Engine:
     def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int) -> None:
         self._ctx = ctx
@@ -59,7 +75,7 @@ class Engine:
         self._closed = False
         self._close_lock = threading.Lock()
         self.peak_memory_bytes = weights_bytes
-        self.steps = 0
+        self.stats = EngineStats()
         self._thread = threading.Thread(target=self._loop, name="rocm-infer-engine", daemon=True)
         self._thread.start()
 
@@ -107,10 +123,14 @@ class Engine:
         plan = plan_step(self._running, self._waiting, len(self._free_slots), self._free_cells, self._n_ctx, self._budget)
         if not plan.chunks:
             return
+        started = time.perf_counter()
         try:
             self._admit(plan.admitted)
             outputs = self._run(plan)
             self._apply(plan, outputs)
+            self.stats.steps += 1
+            self.stats.tokens += plan.n_tokens
+            self.stats.step_s += time.perf_counter() - started
         except Exception as exc:  # a fault in one step fails its requests, not the engine
             error = exc if isinstance(exc, RocmInferError) else EngineError(f"engine step failed: {exc!r}")
             _log.exception("engine step failed")
@@ -171,8 +191,9 @@ class Engine:
             index = batch.add(request.tokens(chunk.start, chunk.count), chunk.start, request.seq_id, chunk.wants_logits)
             if chunk.wants_logits:
                 outputs.append((chunk, index))
+        started = time.perf_counter()
         self._ctx.decode(batch.finish())
-        self.steps += 1
+        self.stats.decode_s += time.perf_counter() - started
         return outputs
 
     def _apply(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
@@ -201,7 +222,7 @@ class Engine:
         if not request.first_token_at:
             request.first_token_at = now
         request.last_token_at = now
-        if self._vocab.is_eog(token) or token in request.config.stop_tokens:
+        if (self._vocab.is_eog(token) and not request.config.ignore_eos) or token in request.config.stop_tokens:
             self._finish(request, RequestStatus.FINISHED_STOPPED)
             return
         request.generated.append(token)

@@ -9,6 +9,7 @@ context, then the weights.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,8 +20,9 @@ from ..models import quantization
 from ..stream import Sink
 from ..types import GenerateConfig, LoadConfig, Message, ModelInfo
 from .bindings import lib
-from .chat import render_chat, template_for
-from .engine import Engine
+from ..chat_templates import template_for
+from .chat import render_chat
+from .engine import Engine, EngineStats
 from .handles import LlamaContext, LlamaModel
 from .request import Request, RequestKind
 from .vocab import Vocab
@@ -75,6 +77,10 @@ class NativeModel(TextModel):
 
     def detokenize(self, tokens: list[int]) -> str:
         return self._vocab.detokenize(tokens)
+
+    def engine_stats(self) -> EngineStats:
+        """A copy of the engine's step counters (steps, tokens, time in steps and in decode)."""
+        return self._engine.call(lambda _ctx: dataclasses.replace(self._engine.stats))
 
     def cache_occupancy(self) -> dict[int, int]:
         """Positions held in the KV cache per sequence id, read on the engine thread

@@ -1,0 +1,44 @@
+"""llama.cpp's own limits on the same build: llama-bench and llama-batched-bench.
+
+Both tools are the ones CMake installed next to the libraries, so they run the
+kernels the in-process engine runs; their figures are the ceiling it is
+measured against.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..build import tool_path
+
+
+@dataclass(frozen=True)
+class LlamaBench:
+    prompt_tokens_per_s: float
+    decode_tokens_per_s: float
+
+
+def llama_bench(model: Path, threads: int, prompt_tokens: int, gen_tokens: int, flash_attn: str, repetitions: int = 3) -> LlamaBench:
+    cmd = [
+        str(tool_path("llama-bench")), "-m", str(model), "-p", str(prompt_tokens), "-n", str(gen_tokens),
+        "-t", str(threads), "-fa", flash_attn, "-r", str(repetitions), "-o", "json",
+    ]
+    rows = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
+    tg = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
+    return LlamaBench(pp, tg)
+
+
+def batched_bench(model: Path, threads: int, prompt_tokens: int, gen_tokens: int, streams: list[int], flash_attn: str, n_ctx: int) -> dict[int, float]:
+    """Aggregate generation tokens/s (llama.cpp's S_TG) per number of parallel sequences."""
+    cmd = [
+        str(tool_path("llama-batched-bench")), "-m", str(model), "-c", str(n_ctx), "-b", "512", "-ub", "512",
+        "-npp", str(prompt_tokens), "-ntg", str(gen_tokens), "-npl", ",".join(map(str, streams)),
+        "-t", str(threads), "-fa", flash_attn, "-kvu", "--output-format", "jsonl",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return {int(r["pl"]): float(r["speed_tg"]) for r in rows}

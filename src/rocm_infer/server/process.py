@@ -1,0 +1,156 @@
+"""The ``llama-server`` child process: found, started, watched and stopped.
+
+Started without a shell, on 127.0.0.1 only, on a free port (another one is
+tried when the port turns out to be taken), with a random API key; the model
+path follows ``-m`` as its own argument, so a path starting with ``-`` is never
+read as an option.  The child asks the kernel to SIGKILL it when its parent
+dies (``PR_SET_PDEATHSIG``), so it never outlives the Python process, even one
+killed with SIGKILL.  ``close()`` sends SIGTERM, waits, then SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from ..build import tool_path
+from ..errors import BackendUnavailableError, ServerCrashedError
+
+PORT_ATTEMPTS = 3
+TERM_GRACE_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def find_server_binary() -> tuple[Path | None, str]:
+    """(binary, where it came from): ``ROCM_LLAMA_SERVER_PATH``, the package's own, then PATH."""
+    override = os.environ.get("ROCM_LLAMA_SERVER_PATH")
+    if override:
+        return Path(override), "ROCM_LLAMA_SERVER_PATH"
+    own = tool_path("llama-server")
+    if own.is_file():
+        return own, "the package's build"
+    found = shutil.which("llama-server")
+    return (Path(found), "PATH") if found else (None, "nowhere")
+
+
+def binary_problem(binary: Path | None) -> str | None:
+    if binary is None:
+        return "no llama-server binary: set ROCM_LLAMA_SERVER_PATH or reinstall rocm_infer"
+    if not binary.is_file():
+        return f"{binary} does not exist"
+    if not os.access(binary, os.X_OK):
+        return f"{binary} is not executable"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ServerProcess:
+    """Owns one running llama-server."""
+
+    def __init__(self, binary: Path, args: list[str], ready_timeout_s: float = 120.0, port: int | None = None) -> None:
+        self.api_key = secrets.token_urlsafe(24)
+        self._stderr = tempfile.TemporaryFile()
+        self.proc: subprocess.Popen[bytes] | None = None
+        last_error = ""
+        for attempt in range(PORT_ATTEMPTS):
+            self.port = port if (port is not None and attempt == 0) else free_port()
+            self._spawn(binary, args)
+            problem = self._wait_ready(ready_timeout_s)
+            if problem is None:
+                return
+            last_error = problem
+            self._kill()
+            if "bind" not in problem.lower() and "address already in use" not in problem.lower():
+                break
+        self._stderr.close()
+        raise BackendUnavailableError(f"llama-server did not start: {last_error}")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _spawn(self, binary: Path, args: list[str]) -> None:
+        self._stderr.seek(0)
+        self._stderr.truncate()
+        cmd = [str(binary), *args, "--host", "127.0.0.1", "--port", str(self.port), "--api-key", self.api_key]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                     preexec_fn=_die_with_parent, close_fds=True)
+
+    def _wait_ready(self, timeout_s: float) -> str | None:
+        """Poll ``/health`` until it answers 200; None when ready, else what went wrong."""
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                code = self.proc.poll() if self.proc else None
+                if code is not None:
+                    return f"exited with code {code}: {self.stderr_tail()}"
+                try:
+                    if client.get(f"{self.base_url}/health").status_code == 200:
+                        return None
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        return f"not ready after {timeout_s:.0f} s: {self.stderr_tail()}"
+
+    def stderr_tail(self, lines: int = 8) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        text = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "(no output)"
+
+    def check_alive(self) -> None:
+        code = self.proc.poll() if self.proc else -1
+        if code is not None:
+            raise ServerCrashedError(f"llama-server exited with code {code}: {self.stderr_tail()}")
+
+    def _kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(TERM_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        self.proc = None
+        self._stderr.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "proc", None) is not None:
+            self.close()
