@@ -132,3 +132,7 @@ def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, 
     write(result, Path(out))
     table(result)
     click.echo(json.dumps(result["ratios"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
