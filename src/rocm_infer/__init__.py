@@ -29,6 +29,7 @@ from .interface import Backend, TextModel
 from .models import default_model_path
 from .native.backend import LlamaCppBackend, RocmBackend
 from .registry import default_backend, get_backend, list_backends, register
+from .server.backend import LlamaServerBackend
 from .stream import AsyncTokenStream, TokenStream
 from .types import (
     BatchResult,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 
 register(RocmBackend())
 register(LlamaCppBackend())
+register(LlamaServerBackend())
 
 
 def load_model(model: str | os.PathLike[str] | None = None, config: LoadConfig | None = None, **options: Any) -> TextModel:

@@ -68,18 +68,30 @@ def check_gguf_file(path: Path) -> Path:
 
 
 def quantization(file_type: int | None) -> tuple[str, int | None, int | None]:
-    """(name, bits, group size) of a GGUF ``general.file_type``, from the gguf package's tables.
-
-    The group is the quantization block (32 for Q4_0/Q8_0, 256 for the K-quants).
-    """
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+    """(name, bits, group size) of a GGUF ``general.file_type``, from the gguf package's tables."""
+    from gguf import LlamaFileType
 
     if file_type is None:
         return "unknown", None, None
     try:
-        name = LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+        return quantization_from_name(LlamaFileType(file_type).name.removeprefix("MOSTLY_"))
     except ValueError:
         return f"file type {file_type}", None, None
+
+
+_SIZE_SUFFIXES = {" - Small": "_S", " - Medium": "_M", " - Large": "_L", " - Extra Large": "_XL"}
+
+
+def quantization_from_name(name: str) -> tuple[str, int | None, int | None]:
+    """(name, bits, group size) from a type name, either ``Q4_K_M`` or llama.cpp's
+    printed form ``Q4_K - Medium``.  The group is the quantization block (32 for
+    Q4_0/Q8_0, 256 for the K-quants)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    for printed, suffix in _SIZE_SUFFIXES.items():
+        name = name.replace(printed, suffix)
+    if not name:
+        return "unknown", None, None
     base = re.sub(r"_(S|M|L|XL|XS|XXS|NL)$", "", name)
     bits_match = re.search(r"(\d+)", name)
     bits = int(bits_match.group(1)) if bits_match else None

@@ -117,11 +117,13 @@ class ServerProcess:
                 time.sleep(0.05)
         return f"not ready after {timeout_s:.0f} s: {self.stderr_tail()}"
 
-    def stderr_tail(self, lines: int = 8) -> str:
+    def stderr_text(self) -> str:
         self._stderr.flush()
         self._stderr.seek(0)
-        text = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "(no output)"
+        return self._stderr.read().decode("utf-8", "replace")
+
+    def stderr_tail(self, lines: int = 8) -> str:
+        return " | ".join(self.stderr_text().strip().splitlines()[-lines:]) or "(no output)"
 
     def check_alive(self) -> None:
         code = self.proc.poll() if self.proc else -1

@@ -1,0 +1,1 @@
+"""The subprocess path: llama-server as a child process behind the TextModel interface."""

@@ -1,0 +1,162 @@
+"""The subprocess ``TextModel``: one llama-server child, one SSE stream per request.
+
+Chat uses the server's own template engine (``/apply-template``), then the
+same ``/completion`` path as ``generate``, so token ids and timings come back
+the same way for both.  A GGUF without a template would get the server's
+ChatML default, which makes a Gemma model end its turn at once; such a model's
+server is restarted with ``--chat-template`` set to its family's built-in
+template (the architecture is read from the server's own load log).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..chat_templates import template_for
+from ..errors import InvalidConfigError, ModelClosedError, ServerCrashedError
+from ..interface import TextModel
+from ..models import quantization_from_name
+from ..stream import Sink
+from ..types import GenerateConfig, LoadConfig, Message, ModelInfo
+from .client import StreamWorker, _http_error, completion_body
+from .process import ServerProcess
+
+DEFAULT_PARALLEL_SLOTS = 16
+DEFAULT_CONTEXT_CAP = 4096
+_INFO_LINE = re.compile(r"print_info: (\w+)\s*=\s*(.+)$")
+
+
+def server_args(path: Path, config: LoadConfig, chat_template: str | None) -> list[str]:
+    threads = config.n_threads or len(os.sched_getaffinity(0))
+    args = [
+        "-m", str(path),
+        "-ngl", str(999 if config.gpu_layers < 0 else config.gpu_layers),
+        "-c", str(config.context_len or DEFAULT_CONTEXT_CAP),
+        "-np", str(config.parallel_slots or DEFAULT_PARALLEL_SLOTS),
+        "-kvu", "-fa", config.flash_attn, "-t", str(threads), "-b", str(config.batch_size),
+        "--no-webui", "-lv", "4",
+    ]
+    if chat_template:
+        # a built-in template name is rendered by llama.cpp's legacy engine, as in-process
+        args += ["--chat-template", chat_template, "--no-jinja"]
+    return args
+
+
+class ServerModel(TextModel):
+    def __init__(self, path: Path, config: LoadConfig, binary: Path, backend_name: str) -> None:
+        super().__init__()
+        self._closed = False
+        self._workers: set[StreamWorker] = set()
+        self._process = ServerProcess(binary, server_args(path, config, None))
+        try:
+            facts = self._load_facts()
+            builtin = template_for(None, facts.get("arch", ""))
+            self._has_template = not self._renders_chatml_fallback()
+            if not self._has_template and builtin not in (None, "chatml"):
+                self._process.close()
+                self._process = ServerProcess(binary, server_args(path, config, builtin))
+            self._client = httpx.Client(
+                base_url=self._process.base_url,
+                headers={"Authorization": f"Bearer {self._process.api_key}"},
+                timeout=httpx.Timeout(None, connect=5.0),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            )
+            self._info = self._describe(path, config, backend_name, facts)
+        except BaseException:
+            self._process.close()
+            raise
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def server_pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def base_url(self) -> str:
+        return self._process.base_url
+
+    def _load_facts(self) -> dict[str, str]:
+        """What llama.cpp printed about the model while loading (``print_info:`` lines)."""
+        facts: dict[str, str] = {}
+        for line in self._process.stderr_text().splitlines():
+            match = _INFO_LINE.search(line)
+            if match:
+                facts.setdefault(match.group(1), match.group(2).strip())
+        return facts
+
+    def _renders_chatml_fallback(self) -> bool:
+        """True when the server renders plain ChatML: its fallback for a GGUF without a
+        template (a family whose own template is ChatML renders the same and is left alone)."""
+        prompt = self._request("POST", "/apply-template", {"messages": [{"role": "user", "content": "x"}]})["prompt"]
+        return prompt == "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n"
+
+    def _request(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self._process.api_key}"}
+        response = httpx.request(method, self._process.base_url + route, headers=headers, json=body, timeout=10.0)
+        if response.status_code != 200:
+            raise _http_error(response)
+        return response.json()
+
+    def _describe(self, path: Path, config: LoadConfig, backend: str, facts: dict[str, str]) -> ModelInfo:
+        meta = self._request("GET", "/v1/models")["data"][0]["meta"]
+        slots = self._request("GET", "/props").get("total_slots", config.parallel_slots or DEFAULT_PARALLEL_SLOTS)
+        quant, bits, group = quantization_from_name(facts.get("file type", meta.get("ftype", "")))
+        trained = int(meta.get("n_ctx_train", 0))
+        return ModelInfo(
+            path=str(path), backend=backend, architecture=facts.get("arch", "unknown"), name=path.stem,
+            vocab_size=int(meta.get("n_vocab", 0)), n_layers=int(facts.get("n_layer", 0)),
+            hidden_size=int(meta.get("n_embd", 0)), n_heads=int(facts.get("n_head", "0").split(",")[0]),
+            n_kv_heads=int(facts.get("n_head_kv", "0").split(",")[0]), n_params=int(meta.get("n_params", 0)),
+            size_bytes=path.stat().st_size, quantization=quant, quant_bits=bits, quant_group=group,
+            context_train=trained, context_len=int(meta.get("n_ctx", 0)),
+            context_reason=f"context_len={config.context_len}" if config.context_len else f"default {DEFAULT_CONTEXT_CAP}",
+            parallel_slots=int(slots), gpu_layers=config.gpu_layers, flash_attn=config.flash_attn,
+            has_chat_template=self._has_template,
+        )
+
+    def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
+        if self._closed:
+            raise ModelClosedError("the model is closed; load it again")
+        if isinstance(prompt, list) and any(t >= self._info.vocab_size for t in prompt):
+            raise InvalidConfigError(f"token ids must be below the vocabulary size {self._info.vocab_size}")
+        if classify and config.return_logits:
+            raise InvalidConfigError("the llama_server backend cannot return full logits; use the llama_cpp backend")
+        self._process.check_alive()
+        self._workers = {w for w in self._workers if w.is_alive()}
+        worker = StreamWorker(self._client, completion_body(prompt, config, classify), config, sink, classify, self._crash_error)
+        self._workers.add(worker)
+        worker.start()
+        return worker.cancel
+
+    def _crash_error(self, exc: BaseException) -> ServerCrashedError:
+        try:
+            self._process.check_alive()
+        except ServerCrashedError as crashed:
+            return crashed
+        return ServerCrashedError(f"the connection to llama-server broke: {exc}")
+
+    def _render_chat(self, messages: Sequence[Message]) -> str:
+        if self._closed:
+            raise ModelClosedError("the model is closed; load it again")
+        return self._request("POST", "/apply-template", {"messages": [{"role": m.role, "content": m.content} for m in messages]})["prompt"]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        closed = ModelClosedError("the model was closed while this request was live")
+        for worker in list(self._workers):
+            worker.cancel(closed)
+        self._process.close()
+        for worker in list(self._workers):
+            worker.join(timeout=5)
+        self._client.close()
