@@ -116,15 +116,16 @@ def info(model: str | None, as_json: bool) -> None:
 @click.option("--prompt-tokens", default=16, show_default=True, type=int)
 @click.option("--streams", default="1,4,16", show_default=True, help="Concurrent stream counts.")
 @click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--backends", default="llama_cpp,llama_server", show_default=True)
 @click.option("--out", type=click.Path(), default="benchmarks/out/bench.json", show_default=True)
-def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, streams: str, flash_attn: str, out: str) -> None:
-    """Measure the in-process engine next to llama-bench and llama-batched-bench (same build)."""
+def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, streams: str, flash_attn: str, backends: str, out: str) -> None:
+    """Measure the backends side by side with llama-bench and llama-batched-bench (same build)."""
     from pathlib import Path
 
     from .bench.run import BenchSettings, run, table, write
 
     settings = BenchSettings(model=model, threads=threads, gen_tokens=gen_tokens, prompt_tokens=prompt_tokens,
-                             streams=[int(s) for s in streams.split(",")], flash_attn=flash_attn)
+                             streams=[int(s) for s in streams.split(",")], flash_attn=flash_attn, backends=backends.split(","))
     try:
         result = run(settings)
     except errors.RocmInferError as exc:
