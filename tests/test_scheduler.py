@@ -52,3 +52,12 @@ def test_slots_and_budget_limit_admission():
     waiting = [make(5) for _ in range(4)]
     assert len(plan_step([], waiting, free_slots=2, free_cells=1000, n_ctx=1000, budget=512).admitted) == 2
     assert len(plan_step([], waiting, free_slots=8, free_cells=1000, n_ctx=1000, budget=7).admitted) == 2
+
+
+def test_request_tokens_span_prompt_and_generated():
+    request = make(4)
+    request.generated = [10, 11, 12]
+    assert request.tokens(1, 2) == [1, 2]
+    assert request.tokens(3, 3) == [3, 10, 11]
+    assert request.tokens(5, 2) == [11, 12]
+    assert request.pending == 7

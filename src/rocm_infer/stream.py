@@ -117,16 +117,6 @@ class TokenStream(_Base):
             raise StopIteration
         return item
 
-    def next_item(self) -> Any:
-        """The next raw item (a ``Token``, a classify result or ``Finished``)."""
-        try:
-            item = self._queue.get(timeout=self._wait_s())
-        except queue.Empty:
-            item = self._timed_out()
-        if isinstance(item, Finished):
-            self._finish(item)
-        return item
-
     def text(self) -> str:
         """Consume the rest of the stream and return its text."""
         return "".join(tok.text for tok in self)

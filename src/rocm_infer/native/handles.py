@@ -33,7 +33,30 @@ def _load_failure(path: Path, log_lines: list[str]) -> InvalidModelError | OutOf
     return InvalidModelError(f"{path}: llama.cpp could not load this GGUF, it is corrupt or truncated ({detail})")
 
 
-class LlamaModel:
+class _OwnedPointer:
+    """One C pointer, freed once by ``_free``; ``close()`` twice is harmless."""
+
+    ptr: Any = None
+
+    def _free(self, ptr: Any) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr is not None:
+            self._free(ptr)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class LlamaModel(_OwnedPointer):
     """Owns a ``llama_model *`` (weights and vocabulary)."""
 
     def __init__(self, path: Path, gpu_layers: int = -1, vocab_only: bool = False) -> None:
@@ -63,22 +86,11 @@ class LlamaModel:
         raw = self._llama.llama_model_chat_template(self.ptr, None)
         return raw.decode("utf-8", "replace") if raw else None
 
-    def close(self) -> None:
-        if getattr(self, "ptr", None) is not None:
-            self._llama.llama_model_free(self.ptr)
-            self.ptr = None
-
-    def __enter__(self) -> LlamaModel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
+    def _free(self, ptr: Any) -> None:
+        self._llama.llama_model_free(ptr)
 
 
-class LlamaContext:
+class LlamaContext(_OwnedPointer):
     """Owns a ``llama_context *``: the KV cache shared by all sequences (unified, so
     any sequence may use any cell) and the compute buffers."""
 
@@ -142,22 +154,11 @@ class LlamaContext:
         """Bytes of the context's live state (KV cells in use plus the output buffer)."""
         return int(self._llama.llama_state_get_size(self.ptr))
 
-    def close(self) -> None:
-        if getattr(self, "ptr", None) is not None:
-            self._llama.llama_free(self.ptr)
-            self.ptr = None
-
-    def __enter__(self) -> LlamaContext:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
+    def _free(self, ptr: Any) -> None:
+        self._llama.llama_free(ptr)
 
 
-class SamplerChain:
+class SamplerChain(_OwnedPointer):
     """Owns a ``llama_sampler *`` chain built for one request (it keeps that
     request's RNG and penalty history, so it is never shared)."""
 
@@ -174,10 +175,5 @@ class SamplerChain:
         chain's history (penalties)."""
         return int(self._llama.llama_sampler_sample(self.ptr, ctx.ptr, output_index))
 
-    def close(self) -> None:
-        if getattr(self, "ptr", None) is not None:
-            self._llama.llama_sampler_free(self.ptr)
-            self.ptr = None
-
-    def __del__(self) -> None:
-        self.close()
+    def _free(self, ptr: Any) -> None:
+        self._llama.llama_sampler_free(ptr)

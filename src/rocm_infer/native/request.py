@@ -80,9 +80,12 @@ class Request:
     def tokens(self, start: int, count: int) -> list[int]:
         """Token ids at positions [start, start + count) of prompt + generated."""
         n_prompt = len(self.prompt)
-        if start + count <= n_prompt:
-            return self.prompt[start : start + count]
-        return (self.prompt + self.generated)[start : start + count]
+        end = start + count
+        if end <= n_prompt:
+            return self.prompt[start:end]
+        if start >= n_prompt:  # decoding: slice the generated tail, never copy the whole history
+            return self.generated[start - n_prompt : end - n_prompt]
+        return self.prompt[start:] + self.generated[: end - n_prompt]
 
     def cells_needed(self, n_ctx: int) -> int:
         """KV cells to reserve at admission: the whole prompt plus every token it may

@@ -88,7 +88,7 @@ class StreamWorker(threading.Thread):
                 self._response = source.response
                 if source.response.status_code != 200:
                     source.response.read()
-                    raise _http_error(source.response)
+                    raise http_error(source.response)
                 for event in source.iter_sse():
                     if self._cancelled.is_set():
                         reason = "cancelled"
@@ -142,7 +142,7 @@ def _logprob(data: dict[str, Any]) -> float | None:
     return probs[-1].get("logprob") if probs else None
 
 
-def _http_error(response: httpx.Response) -> RocmInferError:
+def http_error(response: httpx.Response) -> RocmInferError:
     try:
         message = response.json().get("error", {}).get("message", response.text)
     except (json.JSONDecodeError, AttributeError):

@@ -24,7 +24,7 @@ from ..interface import TextModel
 from ..models import quantization_from_name
 from ..stream import Sink
 from ..types import GenerateConfig, LoadConfig, Message, ModelInfo
-from .client import StreamWorker, _http_error, completion_body
+from .client import StreamWorker, http_error, completion_body
 from .process import ServerProcess
 
 DEFAULT_PARALLEL_SLOTS = 16
@@ -103,7 +103,7 @@ class ServerModel(TextModel):
         headers = {"Authorization": f"Bearer {self._process.api_key}"}
         response = httpx.request(method, self._process.base_url + route, headers=headers, json=body, timeout=10.0)
         if response.status_code != 200:
-            raise _http_error(response)
+            raise http_error(response)
         return response.json()
 
     def _describe(self, path: Path, config: LoadConfig, backend: str, facts: dict[str, str]) -> ModelInfo:
