@@ -33,6 +33,11 @@ _INFO_LINE = re.compile(r"print_info: (\w+)\s*=\s*(.+)$")
 
 
 def server_args(path: Path, config: LoadConfig, chat_template: str | None) -> list[str]:
+    """``-ctxcp 0``: llama-server's context checkpoints (for SWA models such as Gemma 3)
+    split a prompt's processing in two batches, which puts its last rows through other
+    CPU kernels and changes greedy output at near-ties; requests never reuse the prompt
+    cache here (``cache_prompt: false``), so checkpoints buy nothing, and without them
+    both backends give identical token ids."""
     threads = config.n_threads or len(os.sched_getaffinity(0))
     args = [
         "-m", str(path),
@@ -40,7 +45,7 @@ def server_args(path: Path, config: LoadConfig, chat_template: str | None) -> li
         "-c", str(config.context_len or DEFAULT_CONTEXT_CAP),
         "-np", str(config.parallel_slots or DEFAULT_PARALLEL_SLOTS),
         "-kvu", "-fa", config.flash_attn, "-t", str(threads), "-b", str(config.batch_size),
-        "--no-webui", "-lv", "4",
+        "--no-webui", "-lv", "4", "-ctxcp", "0",
     ]
     if chat_template:
         # a built-in template name is rendered by llama.cpp's legacy engine, as in-process
