@@ -167,6 +167,17 @@ def test_the_server_dies_with_its_parent_even_after_sigkill(gemma_path):
     assert not pid_alive(server_pid)
 
 
+def test_a_server_loaded_from_a_short_lived_thread_outlives_that_thread(gemma_path):
+    loaded = []
+    worker = threading.Thread(target=lambda: loaded.append(ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=256)))
+    worker.start()
+    worker.join()
+    with loaded[0] as model:
+        time.sleep(0.5)
+        assert pid_alive(model.server_pid)
+        assert len(list(model.generate(PROMPTS[0], max_tokens=2))) == 2
+
+
 def test_a_missing_or_non_executable_binary_makes_the_backend_unavailable(tmp_path, monkeypatch):
     assert ri.get_backend("llama_server").available()
     fake = tmp_path / "llama-server"

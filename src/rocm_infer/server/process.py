@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,7 @@ from ..errors import BackendUnavailableError, ServerCrashedError
 PORT_ATTEMPTS = 3
 TERM_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rocm-infer-spawner")
 
 
 def find_server_binary() -> tuple[Path | None, str]:
@@ -98,8 +100,10 @@ class ServerProcess:
         self._stderr.seek(0)
         self._stderr.truncate()
         cmd = [str(binary), *args, "--host", "127.0.0.1", "--port", str(self.port), "--api-key", self.api_key]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-                                     preexec_fn=_die_with_parent, close_fds=True)
+        self.proc = _SPAWNER.submit(
+            subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            preexec_fn=_die_with_parent, close_fds=True,
+        ).result()
 
     def _wait_ready(self, timeout_s: float) -> str | None:
         """Poll ``/health`` until it answers 200; None when ready, else what went wrong."""
