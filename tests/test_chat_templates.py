@@ -3,6 +3,7 @@
 import pytest
 
 from rocm_infer.chat_templates import template_for
+from rocm_infer.errors import InvalidModelError
 from rocm_infer.native.chat import render_chat
 from rocm_infer.native.handles import LlamaModel
 from rocm_infer.types import Message
@@ -55,7 +56,7 @@ def test_unknown_template_falls_back_to_sandboxed_jinja():
     template = "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[bot]{% endif %}"
     assert render_chat(template, [Message("user", "Hi")]) == "[user]Hi[bot]"
     hostile = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidModelError, match="failed to render"):
         render_chat(hostile, [Message("user", "Hi")])
 
 

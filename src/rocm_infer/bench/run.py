@@ -69,7 +69,7 @@ def _measure(name: str, path: Path, prompts: dict[str, Any], settings: BenchSett
 def _prompts(path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Token-id prompts, made once with the model's tokenizer and given to every contender."""
     with load_model(path, backend="llama_cpp", parallel_slots=1, context_len=512) as model:
-        tokenize = getattr(model, "tokenize")
+        tokenize = model.tokenize  # type: ignore[attr-defined]  (the in-process model)
         return {
             "single": workloads.synthetic_prompts(tokenize, settings.prompt_tokens, 3, 0),
             "ttft": workloads.synthetic_prompts(tokenize, settings.ttft_prompt_tokens, 5, 100),

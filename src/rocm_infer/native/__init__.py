@@ -1,0 +1,1 @@
+"""The in-process path: llama.cpp in this process, one engine thread per model."""
