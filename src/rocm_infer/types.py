@@ -20,6 +20,8 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 FlashAttn = Literal["auto", "on", "off"]
 ROLES = ("system", "user", "assistant", "tool")
 MAX_PARALLEL_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
+DEFAULT_PARALLEL_SLOTS = 16  # parallel_slots=0
+DEFAULT_CONTEXT_CAP = 4096  # context_len=0: the trained context, capped here
 
 
 def _require(ok: bool, message: str) -> None:

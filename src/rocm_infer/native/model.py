@@ -14,21 +14,25 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..chat_templates import template_for
 from ..errors import InvalidConfigError, ModelClosedError, PromptTooLongError
 from ..interface import TextModel
 from ..models import quantization
 from ..stream import Sink
-from ..types import GenerateConfig, LoadConfig, Message, ModelInfo
+from ..types import (
+    DEFAULT_CONTEXT_CAP,
+    DEFAULT_PARALLEL_SLOTS,
+    GenerateConfig,
+    LoadConfig,
+    Message,
+    ModelInfo,
+)
 from .bindings import lib
-from ..chat_templates import template_for
 from .chat import render_chat
 from .engine import Engine, EngineStats
 from .handles import LlamaContext, LlamaModel
 from .request import Request, RequestKind
 from .vocab import Vocab
-
-DEFAULT_PARALLEL_SLOTS = 16
-DEFAULT_CONTEXT_CAP = 4096
 
 
 def choose_context(requested: int, trained: int) -> tuple[int, str]:

@@ -23,12 +23,17 @@ from ..errors import InvalidConfigError, ModelClosedError, ServerCrashedError
 from ..interface import TextModel
 from ..models import quantization_from_name
 from ..stream import Sink
-from ..types import GenerateConfig, LoadConfig, Message, ModelInfo
-from .client import StreamWorker, http_error, completion_body
+from ..types import (
+    DEFAULT_CONTEXT_CAP,
+    DEFAULT_PARALLEL_SLOTS,
+    GenerateConfig,
+    LoadConfig,
+    Message,
+    ModelInfo,
+)
+from .client import StreamWorker, completion_body, http_error
 from .process import ServerProcess
 
-DEFAULT_PARALLEL_SLOTS = 16
-DEFAULT_CONTEXT_CAP = 4096
 _INFO_LINE = re.compile(r"print_info: (\w+)\s*=\s*(.+)$")
 
 
