@@ -2,7 +2,16 @@
 
 from pathlib import Path
 
-from rocm_infer.hardware import find_amd_gpus, kfd_problem, rocm_problem
+from rocm_infer.hardware import (
+    choose_gpu_mask,
+    find_amd_gpus,
+    gfx_name,
+    kfd_gpus,
+    kfd_problem,
+    masked_environment,
+    rocm_problem,
+    vram_info,
+)
 
 
 def card(sysfs: Path, name: str, vendor: str, vram: int | None) -> None:
@@ -37,3 +46,53 @@ def test_kfd_present_but_no_amd_card(tmp_path):
     assert "no AMD GPU" in rocm_problem(tmp_path / "sys", dev)
     card(tmp_path / "sys", "card1", "0x1002", 16 << 30)
     assert rocm_problem(tmp_path / "sys", dev) is None
+
+
+def kfd_node(sysfs: Path, node: int, gfx_version: int, simds: int, vram: int, heap_type: int = 1) -> None:
+    base = sysfs / "class" / "kfd" / "kfd" / "topology" / "nodes" / str(node)
+    (base / "mem_banks" / "0").mkdir(parents=True)
+    (base / "properties").write_text(f"cpu_cores_count {0 if simds else 16}\nsimd_count {simds}\ngfx_target_version {gfx_version}\n")
+    (base / "mem_banks" / "0" / "properties").write_text(f"heap_type {heap_type}\nsize_in_bytes {vram}\n")
+
+
+def test_gfx_names():
+    assert gfx_name(110001) == "gfx1101" and gfx_name(100306) == "gfx1036" and gfx_name(90010) == "gfx90a"
+
+
+def test_rx_7800_xt_plus_raphael_igpu_masks_to_the_dgpu(tmp_path):
+    kfd_node(tmp_path, 0, 0, 0, 64 << 30, heap_type=0)  # the CPU node
+    kfd_node(tmp_path, 1, 100306, 4, 512 << 20)  # iGPU enumerates first
+    kfd_node(tmp_path, 2, 110001, 120, 16 << 30)
+    assert [(g.index, g.gfx_target) for g in kfd_gpus(tmp_path)] == [(0, "gfx1036"), (1, "gfx1101")]
+    decision = choose_gpu_mask({}, tmp_path)
+    assert (decision.variable, decision.value) == ("HIP_VISIBLE_DEVICES", "1")
+    assert "gfx1036" in decision.reason
+    assert masked_environment({"PATH": "/bin"}, tmp_path) == {"PATH": "/bin", "HIP_VISIBLE_DEVICES": "1"}
+
+
+def test_two_discrete_cards_pick_the_larger(tmp_path):
+    kfd_node(tmp_path, 1, 110001, 120, 16 << 30)
+    kfd_node(tmp_path, 2, 110000, 192, 24 << 30)
+    assert choose_gpu_mask({}, tmp_path).value == "1"
+
+
+def test_a_user_set_mask_is_kept(tmp_path):
+    kfd_node(tmp_path, 1, 100306, 4, 512 << 20)
+    kfd_node(tmp_path, 2, 110001, 120, 16 << 30)
+    for variable in ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"):
+        env = {variable: "0"}
+        assert choose_gpu_mask(env, tmp_path).variable is None
+        assert masked_environment(env, tmp_path) == env
+
+
+def test_one_gpu_or_none_needs_no_mask(tmp_path):
+    assert choose_gpu_mask({}, tmp_path).variable is None  # no GPU at all (or NVIDIA only)
+    kfd_node(tmp_path, 1, 110001, 120, 16 << 30)
+    decision = choose_gpu_mask({}, tmp_path)
+    assert decision.variable is None and "gfx1101" in decision.reason
+
+
+def test_vram_info_reports_free_memory(tmp_path):
+    card(tmp_path, "card1", "0x1002", 16 << 30)
+    (info,) = vram_info(tmp_path)
+    assert info.vram_free_bytes == (16 << 30) - 1024

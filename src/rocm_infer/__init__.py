@@ -25,6 +25,7 @@ from .errors import (
     ServerCrashedError,
     UnsupportedArchitectureError,
 )
+from .hardware import vram_info
 from .interface import Backend, TextModel
 from .models import default_model_path
 from .native.backend import LlamaCppBackend, RocmBackend
@@ -65,5 +66,5 @@ __all__ = [
     "Message", "ModelClosedError", "ModelInfo", "ModelNotFoundError", "OutOfMemoryError", "PromptTooLongError",
     "RequestCancelledError", "RequestTimeoutError", "RocmInferError", "ServerCrashedError", "TextModel", "Token",
     "TokenStream", "UnsupportedArchitectureError", "build_info", "default_backend", "default_model_path",
-    "get_backend", "list_backends", "load_model", "register",
+    "get_backend", "list_backends", "load_model", "register", "vram_info",
 ]

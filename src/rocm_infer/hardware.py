@@ -20,6 +20,10 @@ class AmdGpu:
     vram_total_bytes: int
     vram_used_bytes: int
 
+    @property
+    def vram_free_bytes(self) -> int:
+        return max(0, self.vram_total_bytes - self.vram_used_bytes)
+
 
 def _read_int(path: Path) -> int | None:
     try:
@@ -42,6 +46,11 @@ def find_amd_gpus(sysfs: Path = Path("/sys")) -> list[AmdGpu]:
     return sorted(gpus, key=lambda g: -g.vram_total_bytes)
 
 
+def vram_info(sysfs: Path = Path("/sys")) -> list[AmdGpu]:
+    """Per AMD card: VRAM total, used and free, read from sysfs (no subprocess per read)."""
+    return find_amd_gpus(sysfs)
+
+
 def kfd_problem(dev: Path = Path("/dev")) -> str | None:
     """Why /dev/kfd (the ROCm compute device) cannot be used, or None when it can."""
     kfd = dev / "kfd"
@@ -60,3 +69,88 @@ def rocm_problem(sysfs: Path = Path("/sys"), dev: Path = Path("/dev")) -> str | 
     if not find_amd_gpus(sysfs):
         return f"no AMD GPU (vendor 0x1002 with VRAM) under {sysfs / 'class' / 'drm'}"
     return None
+
+
+# ---- ROCm device order and masking -------------------------------------------------
+USER_DEVICE_VARIABLES = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+
+
+@dataclass(frozen=True)
+class KfdGpu:
+    """A GPU agent as ROCm enumerates it: HIP device ``index`` is its rank among the KFD
+    topology's GPU nodes (CPU nodes have no SIMDs)."""
+
+    index: int
+    node: str
+    gfx_target: str
+    vram_bytes: int
+
+
+@dataclass(frozen=True)
+class MaskDecision:
+    variable: str | None
+    value: str | None
+    reason: str
+
+
+def gfx_name(version: int) -> str:
+    """KFD's ``gfx_target_version`` (e.g. 110001) as a target name (gfx1101)."""
+    major, minor, step = version // 10000, (version // 100) % 100, version % 100
+    return f"gfx{major}{minor}{step:x}"
+
+
+def _properties(path: Path) -> dict[str, int]:
+    values = {}
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().lstrip("-").isdigit():
+                values[key] = int(value)
+    except OSError:
+        pass
+    return values
+
+
+def kfd_gpus(sysfs: Path = Path("/sys")) -> list[KfdGpu]:
+    nodes_dir = sysfs / "class" / "kfd" / "kfd" / "topology" / "nodes"
+    nodes = sorted((p for p in nodes_dir.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    gpus = []
+    for node in nodes:
+        props = _properties(node / "properties")
+        if props.get("simd_count", 0) <= 0:
+            continue
+        vram = sum(
+            bank.get("size_in_bytes", 0)
+            for bank in (_properties(p / "properties") for p in (node / "mem_banks").glob("*"))
+            if bank.get("heap_type") in (1, 2)  # device-local heaps, not system memory
+        )
+        gpus.append(KfdGpu(len(gpus), node.name, gfx_name(props.get("gfx_target_version", 0)), vram))
+    return gpus
+
+
+def choose_gpu_mask(environ: dict[str, str], sysfs: Path = Path("/sys")) -> MaskDecision:
+    """Which devices HIP should see.  A Ryzen iGPU enumerates as a second gfx11 device and
+    llama.cpp crashes when weights land on it, so with several GPUs only the one with the
+    most VRAM (the discrete card) is made visible.  A value the user set is kept."""
+    for variable in USER_DEVICE_VARIABLES:
+        if environ.get(variable):
+            return MaskDecision(None, None, f"{variable}={environ[variable]} was set by the user and is kept")
+    gpus = kfd_gpus(sysfs)
+    if len(gpus) <= 1:
+        return MaskDecision(None, None, "no masking needed: " + (f"one GPU ({gpus[0].gfx_target})" if gpus else "no ROCm GPU"))
+    chosen = max(gpus, key=lambda g: g.vram_bytes)
+    others = ", ".join(f"{g.index}: {g.gfx_target} {g.vram_bytes >> 20} MiB" for g in gpus if g is not chosen)
+    return MaskDecision(
+        "HIP_VISIBLE_DEVICES", str(chosen.index),
+        f"device {chosen.index} ({chosen.gfx_target}, {chosen.vram_bytes >> 20} MiB) has the most VRAM; hidden: {others}",
+    )
+
+
+def masked_environment(environ: dict[str, str], sysfs: Path = Path("/sys")) -> dict[str, str]:
+    """A copy of ``environ`` with the mask applied (for the llama-server child, and for
+    this process before the HIP runtime starts)."""
+    decision = choose_gpu_mask(environ, sysfs)
+    masked = dict(environ)
+    if decision.variable and decision.value is not None:
+        masked[decision.variable] = decision.value
+    return masked

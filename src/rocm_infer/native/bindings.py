@@ -23,7 +23,8 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import BackendUnavailableError
-from ..build import LIB_DIR, library_present
+from ..build import LIB_DIR, build_config, library_present
+from ..hardware import masked_environment
 
 _log = logging.getLogger("rocm_infer.llama")
 _LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: logging.DEBUG}
@@ -92,6 +93,8 @@ class _Native:
                 f"llama_cpp was imported before rocm_infer with its libraries from {already._base_path}; "
                 "import rocm_infer first so that the in-process path and llama-server run the same libllama"
             )
+        if build_config().get("gpu_backend") == "hip":  # before the HIP runtime starts, or never
+            os.environ.update(masked_environment(dict(os.environ)))
         os.environ["LLAMA_CPP_LIB_PATH"] = str(LIB_DIR)
         try:
             import llama_cpp.llama_cpp as module

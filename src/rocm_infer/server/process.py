@@ -26,6 +26,7 @@ import httpx
 
 from ..build import tool_path
 from ..errors import BackendUnavailableError, ServerCrashedError
+from ..hardware import masked_environment
 
 PORT_ATTEMPTS = 3
 TERM_GRACE_S = 5.0
@@ -102,7 +103,7 @@ class ServerProcess:
         cmd = [str(binary), *args, "--host", "127.0.0.1", "--port", str(self.port), "--api-key", self.api_key]
         self.proc = _SPAWNER.submit(
             subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            preexec_fn=_die_with_parent, close_fds=True,
+            preexec_fn=_die_with_parent, close_fds=True, env=masked_environment(dict(os.environ)),
         ).result()
 
     def _wait_ready(self, timeout_s: float) -> str | None:
