@@ -18,7 +18,16 @@ from typing import Any
 
 from .errors import InvalidConfigError, RocmInferError
 from .stream import AsyncSink, AsyncTokenStream, Finished, Sink, TokenStream
-from .types import BatchResult, ClassifyResult, GenerateConfig, GenerateMetrics, LoadConfig, Message, ModelInfo, merge_options
+from .types import (
+    BatchResult,
+    ClassifyResult,
+    GenerateConfig,
+    GenerateMetrics,
+    LoadConfig,
+    Message,
+    ModelInfo,
+    merge_options,
+)
 
 
 class TextModel(abc.ABC):

@@ -22,8 +22,8 @@ import threading
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import BackendUnavailableError
 from ..build import LIB_DIR, build_config, library_present
+from ..errors import BackendUnavailableError
 from ..hardware import masked_environment
 
 _log = logging.getLogger("rocm_infer.llama")

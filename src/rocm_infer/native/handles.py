@@ -15,7 +15,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import EngineError, InvalidModelError, OutOfMemoryError, UnsupportedArchitectureError
+from ..errors import (
+    EngineError,
+    InvalidModelError,
+    OutOfMemoryError,
+    UnsupportedArchitectureError,
+)
 from .bindings import lib, llama_log
 
 FLASH_ATTN_TYPES = {"auto": -1, "off": 0, "on": 1}

@@ -16,7 +16,12 @@ from typing import Any
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from ..errors import InvalidConfigError, PromptTooLongError, RocmInferError, ServerCrashedError
+from ..errors import (
+    InvalidConfigError,
+    PromptTooLongError,
+    RocmInferError,
+    ServerCrashedError,
+)
 from ..stream import Finished, Sink
 from ..types import ClassifyResult, GenerateConfig, GenerateMetrics, Token
 
