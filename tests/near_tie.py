@@ -2,7 +2,9 @@
 
 # Tolerance for batched vs alone greedy output.  llama.cpp's CPU matmul takes a
 # different kernel for a single row (gemv) than for a block of rows (repacked
-# gemm, 4 rows at a time, the remainder by gemv), so a token's logits depend
+# gemm, 4 rows at a time, the remainder by gemv: ggml/src/ggml-cpu/repack.cpp,
+# forward_mul_mat_one_chunk, "more than three rows ... use gemm; otherwise, use
+# gemv"), so a token's logits depend
 # on where its row lands in the batch: measured differences reach 0.47 logits
 # with flash attention off (1.3 with it on).  Batched output must therefore
 # equal the alone output up to the first position where the alone run's two
