@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from rocm_infer.hardware import (
     choose_gpu_mask,
     find_amd_gpus,
@@ -12,6 +14,7 @@ from rocm_infer.hardware import (
     rocm_problem,
     vram_info,
 )
+from rocm_infer.models import kv_bytes_per_token, size_context
 
 
 def card(sysfs: Path, name: str, vendor: str, vram: int | None) -> None:
@@ -96,3 +99,32 @@ def test_vram_info_reports_free_memory(tmp_path):
     card(tmp_path, "card1", "0x1002", 16 << 30)
     (info,) = vram_info(tmp_path)
     assert info.vram_free_bytes == (16 << 30) - 1024
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("requested", "trained", "kv_per_token", "weights", "free", "expected", "why"),
+    [
+        (2048, 32768, 18432, 250 << 20, None, 2048, "as requested"),
+        (0, 32768, 18432, 250 << 20, None, 4096, "capped at 4096"),  # CPU build: no VRAM figure
+        (0, 2048, 18432, 250 << 20, None, 2048, "capped at 4096"),
+        (0, 0, 18432, 250 << 20, None, 4096, "no trained context"),
+        # Llama-3.1-8B Q4_K_M on an RX 7800 XT with 15 GiB free: 128 KiB/token (32 layers x 8 kv heads x 256 x f16)
+        (0, 131072, 131072, int(4.6 * GIB), 15 * GIB, 72704, "what free VRAM"),
+        # Qwen 3 8B-like shape on the same card: 144 KiB/token (36 layers x 8 x 256 x f16)
+        (0, 40960, 147456, 5 * GIB, 15 * GIB, 40960, "fits in free VRAM"),
+        # Gemma 3 270M: everything fits
+        (0, 32768, 18432, 250 << 20, 15 * GIB, 32768, "fits in free VRAM"),
+        # a card whose free VRAM barely holds the weights
+        (0, 8192, 131072, int(7.5 * GIB), 8 * GIB, 256, "barely holds"),
+    ],
+)
+def test_context_sizing_table(requested, trained, kv_per_token, weights, free, expected, why):
+    n, reason = size_context(requested, trained, kv_per_token, weights, free, cap=4096)
+    assert n == expected and why in reason
+
+
+def test_kv_bytes_per_token():
+    assert kv_bytes_per_token(32, 8, 128, 128) == 131072

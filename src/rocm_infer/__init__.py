@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from .build import build_info
+from .doctor import doctor
 from .errors import (
     BackendUnavailableError,
     EngineError,
@@ -66,5 +67,5 @@ __all__ = [
     "Message", "ModelClosedError", "ModelInfo", "ModelNotFoundError", "OutOfMemoryError", "PromptTooLongError",
     "RequestCancelledError", "RequestTimeoutError", "RocmInferError", "ServerCrashedError", "TextModel", "Token",
     "TokenStream", "UnsupportedArchitectureError", "build_info", "default_backend", "default_model_path",
-    "get_backend", "list_backends", "load_model", "register", "vram_info",
+    "doctor", "get_backend", "list_backends", "load_model", "register", "vram_info",
 ]

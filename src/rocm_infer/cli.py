@@ -135,5 +135,23 @@ def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, 
     click.echo(json.dumps(result["ratios"], indent=2))
 
 
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True)
+def doctor_command(as_json: bool) -> None:
+    """Check ROCm, the GPUs, the build and the tools; exit status 1 when no AMD GPU is usable."""
+    from .doctor import doctor
+
+    report = doctor()
+    if as_json:
+        click.echo(json.dumps({"amd_gpu_usable": report.amd_gpu_usable, "checks": [dataclasses.asdict(c) for c in report.checks]}, indent=2))
+    else:
+        for check in report.checks:
+            click.echo(f"{'ok ' if check.ok else 'NO '} {check.name:<14} {check.detail}")
+            if check.fix:
+                click.echo(f"{'':<19}fix: {check.fix}")
+        click.echo("AMD GPU usable: " + ("yes" if report.amd_gpu_usable else "no (the rocm backend cannot run here)"))
+    sys.exit(0 if report.amd_gpu_usable else 1)
+
+
 if __name__ == "__main__":
     main()

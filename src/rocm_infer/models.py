@@ -100,3 +100,37 @@ def quantization_from_name(name: str) -> tuple[str, int | None, int | None]:
         block, _ = GGML_QUANT_SIZES[GGMLQuantizationType[base]]
         group = block if block > 1 else None
     return name, bits, group
+
+
+# ---- context sizing ----------------------------------------------------------------
+CONTEXT_ALIGN = 256  # llama.cpp pads the KV cache to 256 cells
+VRAM_HEADROOM = 0.9  # compute buffers and the driver take the rest
+
+
+def kv_bytes_per_token(n_layers: int, n_kv_heads: int, head_dim_k: int, head_dim_v: int, bytes_per_element: float = 2.0) -> int:
+    """KV cache bytes one token occupies across all layers (f16 cache: 2 bytes)."""
+    return int(n_layers * n_kv_heads * (head_dim_k + head_dim_v) * bytes_per_element)
+
+
+def size_context(requested: int, trained: int, kv_per_token: int, weights_bytes: int, free_vram_bytes: int | None, cap: int) -> tuple[int, str]:
+    """The context length (KV cells shared by all slots) and why.
+
+    Asked for: taken as is.  Otherwise the trained context, capped by what free VRAM
+    holds after the weights (when a GPU's free VRAM is known) or by ``cap`` (when it is
+    not: a CPU build or no readable GPU), and ``cap`` when the model states nothing.
+    """
+    if requested:
+        note = f" (beyond the trained {trained})" if trained and requested > trained else ""
+        return requested, f"context_len={requested} as requested{note}"
+    if not trained:
+        return cap, f"the model states no trained context; default {cap}"
+    if free_vram_bytes is None or kv_per_token <= 0:
+        n = min(trained, cap)
+        return n, f"the model's trained context ({trained}) capped at {cap} (no GPU memory figure)"
+    room = int(free_vram_bytes * VRAM_HEADROOM) - weights_bytes
+    fits = max(0, room // kv_per_token) // CONTEXT_ALIGN * CONTEXT_ALIGN
+    if fits >= trained:
+        return trained, f"the model's trained context ({trained}); it fits in free VRAM"
+    if fits < CONTEXT_ALIGN:
+        return CONTEXT_ALIGN, f"free VRAM ({free_vram_bytes >> 20} MiB) barely holds the weights; minimum context {CONTEXT_ALIGN}"
+    return fits, f"{fits} of the trained {trained}: what free VRAM ({free_vram_bytes >> 20} MiB) holds after the weights at {kv_per_token} bytes/token"

@@ -14,10 +14,12 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..build import build_config
 from ..chat_templates import template_for
 from ..errors import InvalidConfigError, ModelClosedError, PromptTooLongError
+from ..hardware import find_amd_gpus
 from ..interface import TextModel
-from ..models import quantization
+from ..models import kv_bytes_per_token, quantization, size_context
 from ..stream import Sink
 from ..types import (
     DEFAULT_CONTEXT_CAP,
@@ -35,17 +37,6 @@ from .request import Request, RequestKind
 from .vocab import Vocab
 
 
-def choose_context(requested: int, trained: int) -> tuple[int, str]:
-    """The context length and why: what was asked for, else the trained context capped."""
-    if requested:
-        note = f" (beyond the trained {trained})" if trained and requested > trained else ""
-        return requested, f"context_len={requested} as requested{note}"
-    if trained:
-        n = min(trained, DEFAULT_CONTEXT_CAP)
-        return n, f"the model's trained context ({trained}) capped at {DEFAULT_CONTEXT_CAP}"
-    return DEFAULT_CONTEXT_CAP, f"the model states no trained context; default {DEFAULT_CONTEXT_CAP}"
-
-
 class NativeModel(TextModel):
     def __init__(self, path: Path, config: LoadConfig, backend_name: str) -> None:
         super().__init__()
@@ -55,7 +46,8 @@ class NativeModel(TextModel):
             self._model = self._stack.enter_context(LlamaModel(path, config.gpu_layers))
             llama = lib()
             trained = int(llama.llama_model_n_ctx_train(self._model.ptr))
-            n_ctx, reason = choose_context(config.context_len, trained)
+            n_ctx, reason = size_context(config.context_len, trained, self._kv_per_token(), int(llama.llama_model_size(self._model.ptr)),
+                                         self._free_vram(config), DEFAULT_CONTEXT_CAP)
             slots = config.parallel_slots or DEFAULT_PARALLEL_SLOTS
             budget = max(config.batch_size, slots)
             self._ctx = self._stack.enter_context(
@@ -75,6 +67,24 @@ class NativeModel(TextModel):
     @property
     def info(self) -> ModelInfo:
         return self._info
+
+    def _kv_per_token(self) -> int:
+        llama = lib()
+        model = self._model.ptr
+        arch = self._model.meta("general.architecture") or ""
+        n_head, n_kv = int(llama.llama_model_n_head(model)), int(llama.llama_model_n_head_kv(model))
+        default_dim = int(llama.llama_model_n_embd(model)) // max(1, n_head)
+        key = int(self._model.meta(f"{arch}.attention.key_length") or default_dim)
+        value = int(self._model.meta(f"{arch}.attention.value_length") or key)
+        return kv_bytes_per_token(int(llama.llama_model_n_layer(model)), n_kv, key, value)
+
+    @staticmethod
+    def _free_vram(config: LoadConfig) -> int | None:
+        """Free VRAM of the card the weights go to, on a HIP build offloading layers."""
+        if config.gpu_layers == 0 or build_config().get("gpu_backend") != "hip":
+            return None
+        gpus = find_amd_gpus()
+        return gpus[0].vram_free_bytes if gpus else None
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self._vocab.tokenize(text, add_special=add_special)
