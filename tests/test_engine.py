@@ -5,10 +5,10 @@ import threading
 import time
 
 import numpy as np
+import pytest
+from near_tie import assert_same_until_near_tie
 
 import rocm_infer as ri
-
-from near_tie import assert_same_until_near_tie
 
 PROMPTS = [f"Story number {i}: once upon a time there was a" for i in range(16)]
 
@@ -80,6 +80,16 @@ def test_breaking_out_of_the_loop_cancels_the_request(model):
     while model.cache_occupancy() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert model.cache_occupancy() == {}
+
+
+def test_classify_with_one_bad_prompt_raises_and_leaves_nothing_running(model):
+    with pytest.raises(ri.PromptTooLongError):
+        model.classify([PROMPTS[0], "word " * 5000])
+    deadline = time.monotonic() + 5
+    while model.cache_occupancy() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.cache_occupancy() == {}
+    assert model.classify([PROMPTS[0]])[0].token == greedy_ids(model, PROMPTS[0], n=1)[0]
 
 
 def test_batch_generate_keeps_order_and_isolates_errors(model):

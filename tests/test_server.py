@@ -13,11 +13,10 @@ import time
 
 import httpx
 import pytest
+from near_tie import assert_same_until_near_tie
 
 import rocm_infer as ri
 from rocm_infer.server.process import ServerProcess, find_server_binary
-
-from near_tie import assert_same_until_near_tie
 
 PROMPTS = [f"Fact {i}: the most famous city in country number {i} is" for i in range(8)]
 

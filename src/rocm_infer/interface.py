@@ -75,14 +75,21 @@ class TextModel(abc.ABC):
 
     def classify(self, prompts: Sequence[str | Sequence[int]], config: GenerateConfig | None = None, **options: Any) -> list[ClassifyResult]:
         """The most likely next token of each prompt (prefill only, all prompts batched
-        together).  Every prompt is validated before any is started."""
+        together).  A prompt that fails validation raises, and the ones already started
+        are cancelled, so no work is left running for a call that failed."""
         config = merge_options(GenerateConfig, config, options)
         prompts = [self._check_prompt(p) for p in _prompt_list(prompts)]
         sinks: list[queue.SimpleQueue[Any]] = []
-        for prompt in prompts:
-            sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
-            self._start(prompt, config, sink, classify=True)
-            sinks.append(sink)
+        cancels = []
+        try:
+            for prompt in prompts:
+                sink: queue.SimpleQueue[Any] = queue.SimpleQueue()
+                cancels.append(self._start(prompt, config, sink, classify=True))
+                sinks.append(sink)
+        except RocmInferError:
+            for cancel in cancels:
+                cancel()
+            raise
         results = []
         for sink in sinks:
             item = sink.get()

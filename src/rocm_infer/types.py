@@ -136,8 +136,8 @@ class GenerateConfig:
 class LoadConfig:
     """Options fixed when a model is loaded.
 
-    ``context_len=0``: the model's trained context, capped at 4096 tokens (the
-    hardware issue refines this with free VRAM).  ``gpu_layers=-1``: offload every
+    ``context_len=0``: the model's trained context, capped by free VRAM on a HIP build
+    and at 4096 tokens otherwise (``models.size_context``).  ``gpu_layers=-1``: offload every
     layer the build can.  ``parallel_slots=0``: 16 sequences share one KV cache.
     ``n_threads=0``: one thread per CPU the process may use.
     """

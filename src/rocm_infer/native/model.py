@@ -54,8 +54,6 @@ class NativeModel(TextModel):
                 LlamaContext(self._model, n_ctx, slots, budget, config.flash_attn, config.n_threads)
             )
             self._vocab = Vocab(self._model.vocab)
-            self._vocab.piece(0)  # build the piece table now, not on the first request
-            _ = self._vocab.eog_tokens
             self._info = self._describe(path, config, backend_name, trained, reason, slots)
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)))

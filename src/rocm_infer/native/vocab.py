@@ -8,7 +8,6 @@ before it is submitted, keeping that work off the engine's hot path.
 from __future__ import annotations
 
 import ctypes
-from functools import cached_property
 from typing import Any
 
 from .bindings import lib
@@ -20,6 +19,10 @@ class Vocab:
         self.ptr = vocab_ptr
         self.n_tokens = int(self._llama.llama_vocab_n_tokens(vocab_ptr))
         self.add_bos = bool(self._llama.llama_vocab_get_add_bos(vocab_ptr))
+        # Both tables are read once at load, so no request pays for them.  eog_tokens:
+        # end-of-generation ids (EOS, EOT, <end_of_turn>...), as llama.cpp marks them.
+        self._pieces = self._read_pieces()
+        self.eog_tokens = frozenset(t for t in range(self.n_tokens) if self._llama.llama_vocab_is_eog(self.ptr, t))
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """``parse_special`` lets a rendered chat template's control tokens
@@ -39,8 +42,7 @@ class Vocab:
         text: a token may hold part of a UTF-8 character."""
         return self._pieces[token] if token < len(self._pieces) else b""
 
-    @cached_property
-    def _pieces(self) -> list[bytes]:
+    def _read_pieces(self) -> list[bytes]:
         """Every token's bytes, read once: a Python list index is cheaper on the
         per-token path than a ctypes call and a buffer."""
         buf = ctypes.create_string_buffer(256)
@@ -57,11 +59,6 @@ class Vocab:
 
     def is_eog(self, token: int) -> bool:
         return token in self.eog_tokens
-
-    @cached_property
-    def eog_tokens(self) -> frozenset[int]:
-        """End-of-generation ids (EOS, EOT, ``<end_of_turn>``...), as llama.cpp marks them."""
-        return frozenset(t for t in range(self.n_tokens) if self._llama.llama_vocab_is_eog(self.ptr, t))
 
     def special_text(self, which: str) -> str:
         """The literal text of the BOS or EOS token ("" when the model has none),
