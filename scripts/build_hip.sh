@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Build rocm_infer with llama.cpp's HIP backend for RDNA 3 (default gfx1101, RX 7800 XT).
 #
-#   scripts/build_hip.sh [--dry-run] [--no-device-check]
+#   scripts/build_hip.sh [--dry-run] [--no-device-check] [--configure-only DIR]
 #
 # Checks ROCm first (hipconfig, version >= 6.1, hipBLAS/rocBLAS, access to /dev/kfd) and
 # says exactly what is missing and how to get it, instead of failing deep inside CMake.
 # --dry-run prints the environment and the command it would run, and runs nothing.
 # --no-device-check skips the /dev/kfd check: compiling needs no GPU (used by the chroot check).
+# --configure-only DIR runs only the package's CMake configure for HIP into DIR (a Ninja
+#   build dir), with the same options as the install; the quick chroot check then compiles
+#   a few objects there.
 #
 # Flash attention: no build option is passed for it.  The pinned llama.cpp compiles its own
 # WMMA flash-attention kernels (fattn-mma-f16.cuh, AMD_WMMA_AVAILABLE) into every gfx11 build;
@@ -18,13 +21,18 @@ MIN_ROCM="6.1"
 TARGETS="${AMDGPU_TARGETS:-gfx1101}"
 DRY_RUN=0
 DEVICE_CHECK=1
-for arg in "$@"; do
-  case "$arg" in
+CONFIGURE_DIR=""
+while [ $# -gt 0 ]; do
+  case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --no-device-check) DEVICE_CHECK=0 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "build_hip.sh: unknown option '$arg' (see --help)" >&2; exit 2 ;;
+    --configure-only)
+      CONFIGURE_DIR="${2:-}"; shift
+      [ -n "$CONFIGURE_DIR" ] || { echo "build_hip.sh: --configure-only needs a directory" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "build_hip.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 problems=()
@@ -40,7 +48,7 @@ else
   fi
   HIP_ROOT="$("$HIPCONFIG" -R 2>/dev/null || echo /opt/rocm)"
   for lib in hipblas rocblas; do
-    if ! ls "$HIP_ROOT"/lib*/lib"$lib".so* /usr/lib/*/lib"$lib".so* >/dev/null 2>&1; then
+    if ! compgen -G "$HIP_ROOT/lib*/lib$lib.so*" >/dev/null && ! compgen -G "/usr/lib/*/lib$lib.so*" >/dev/null; then
       problems+=("lib$lib not found: install it (apt install lib${lib}-dev, or the ROCm '$lib' package)")
     fi
   done
@@ -55,6 +63,9 @@ fi
 
 ENVIRONMENT=(ROCM_INFER_GPU=hip "AMDGPU_TARGETS=$TARGETS")
 COMMAND=(python -m pip install -r requirements.txt)
+if [ -n "$CONFIGURE_DIR" ]; then
+  COMMAND=(cmake -S "$ROOT" -B "$CONFIGURE_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release)
+fi
 
 if [ "$DRY_RUN" = 1 ]; then
   echo "# ROCm: ${HIPCONFIG:-not found} (version $ROCM_VERSION)"

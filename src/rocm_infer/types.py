@@ -245,3 +245,29 @@ class BuildInfo:
     bin_path: str
     supports_gpu_offload: bool
     system_info: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model found by ``discover()``, read from its GGUF header alone.
+
+    A split model (``name-00001-of-00003.gguf``...) is one entry: ``path`` is its first
+    part, ``file_size_bytes`` and ``parameter_count`` cover all parts.  A file that cannot
+    be used is an entry too, with ``problem`` saying why; the others have ``problem=None``.
+    """
+
+    path: str
+    name: str
+    architecture: str | None = None
+    display_name: str | None = None
+    parameter_count: int | None = None
+    quantization: str | None = None
+    file_size_bytes: int = 0
+    context_length: int | None = None
+    has_chat_template: bool = False
+    split_count: int = 1
+    problem: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Greedy tokens of a few fixed prompts from whichever rocm_infer build this Python imports,
+so that two builds (the HIP build inside the ROCm chroot, running on its CPU device, and this
+machine's CPU build) can be compared token for token by check_hip_build.sh.
+
+    greedy_tokens.py --model PATH --json OUT      # record this build's tokens
+    greedy_tokens.py --compare A.json B.json      # exit 1 unless every prompt matches
+
+Prompts run one at a time: a prompt alone takes the same kernels in both builds, whereas
+batched rows would add llama.cpp's batch-position near-ties (tests/near_tie.py) to the
+comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PROMPTS = (
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Water boils at a temperature of",
+    "Once upon a time, in a small village,",
+)
+MAX_TOKENS = 32
+
+
+def record(model_path: str, out: Path) -> None:
+    import rocm_infer as ri
+
+    info = ri.build_info()
+    rocm = ri.get_backend("rocm")
+    results = {"build": {"gpu_backend": info.gpu_backend, "gpu_targets": list(info.gpu_targets)},
+               "rocm_backend": {"available": rocm.available(), "reason": rocm.unavailable_reason()},
+               "tokens": {}}
+    with ri.load_model(model_path, backend="llama_cpp", parallel_slots=1) as model:
+        for prompt in PROMPTS:
+            stream = model.generate(prompt, max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True)
+            results["tokens"][prompt] = [token.id for token in stream]
+    out.write_text(json.dumps(results, indent=1))
+    print(json.dumps({k: results[k] for k in ("build", "rocm_backend")}))
+
+
+def compare(first: Path, second: Path) -> int:
+    a, b = (json.loads(p.read_text()) for p in (first, second))
+    equal = 0
+    for prompt in PROMPTS:
+        x, y = a["tokens"][prompt], b["tokens"][prompt]
+        if x == y:
+            equal += 1
+            continue
+        at = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+        print(f"{prompt!r}: differ from token {at}: {x[at:at + 4]} vs {y[at:at + 4]}")
+    print(f"{a['build']['gpu_backend']} vs {b['build']['gpu_backend']}: "
+          f"{equal}/{len(PROMPTS)} prompts equal over {MAX_TOKENS} tokens")
+    return 0 if equal == len(PROMPTS) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"))
+    args = parser.parse_args()
+    if args.compare:
+        return compare(*args.compare)
+    if not (args.model and args.json):
+        parser.error("--model and --json, or --compare A B")
+    record(args.model, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""GGUF metadata and tensor shapes through the ``gguf`` package, without the tokenizer arrays.
+
+``gguf.GGUFReader`` builds one numpy view per element of every metadata array, so a file
+with a 128k- or 262k-token vocabulary (Llama 3, Gemma 3) takes about 10 s to open although
+discovery reads none of those arrays.  ``HeaderReader`` is the package's reader with one
+step changed: an array is stepped over (one stride for numbers, a walk over the length
+prefixes for strings) and keeps only its element type and length.  Scalars, strings, tensor
+infos, alignment and every check stay the package's own.  Nothing but the header is read:
+the file is memory-mapped and the tensor data pages are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import numpy as np
+from gguf import GGUFReader, GGUFValueType
+
+
+class HeaderReader(GGUFReader):
+    """A ``GGUFReader`` whose array fields hold ``[element type, length]`` and no values."""
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        super().__init__(path, "r")
+
+    def _get_field_parts(self, orig_offs: int, raw_type: int) -> tuple[int, list[Any], list[int], list[GGUFValueType]]:
+        if GGUFValueType(raw_type) != GGUFValueType.ARRAY:
+            return super()._get_field_parts(orig_offs, raw_type)
+        item_type = self._get(orig_offs, np.uint32)
+        length = self._get(orig_offs + 4, np.uint64)
+        element = GGUFValueType(int(item_type[0]))
+        offs = orig_offs + 12
+        count = int(length[0])
+        if element == GGUFValueType.STRING:
+            offs = self._skip_strings(offs, count)
+        elif element in self.gguf_scalar_to_np:
+            offs += count * np.dtype(self.gguf_scalar_to_np[element]).itemsize
+        else:  # arrays of arrays are rare and small: the package's own walk
+            return super()._get_field_parts(orig_offs, raw_type)
+        if offs > len(self.data):
+            raise ValueError(f"array runs past the end of the file (needs {offs} bytes, file has {len(self.data)})")
+        return offs - orig_offs, [item_type, length], [], [GGUFValueType.ARRAY, element]
+
+    def _skip_strings(self, offs: int, count: int) -> int:
+        length_format = ">Q" if self.byte_order == "S" else "<Q"
+        buffer, end = memoryview(self.data), len(self.data)
+        for _ in range(count):
+            if offs + 8 > end:
+                raise ValueError("string array runs past the end of the file")
+            (size,) = struct.unpack_from(length_format, buffer, offs)
+            offs += 8 + size
+        return offs
+
+    def value(self, key: str) -> Any:
+        """A scalar or string field's value, an array field's length, None when absent."""
+        field = self.fields.get(key)
+        if field is None:
+            return None
+        if field.types[0] == GGUFValueType.ARRAY:
+            return int(field.parts[-1][0])
+        return field.contents()
