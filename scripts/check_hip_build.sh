@@ -160,6 +160,17 @@ copy_source() {
     | tar -xf - -C "$dest"
 }
 
+# The chroot trusts what this machine trusts: a site's own CAs (a TLS-inspecting proxy in
+# front of PyPI) live in /usr/local/share/ca-certificates on Debian-like hosts.
+copy_host_trust() {
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$CHROOT/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$CHROOT/usr/local/share/ca-certificates/"
+    in_chroot update-ca-certificates
+  fi
+  cp -L /etc/resolv.conf "$CHROOT/etc/resolv.conf"
+}
+
 # ---- 1. the chroot ----------------------------------------------------------------------
 if [ "$FRESH" = 1 ] && [ -d "$CHROOT" ]; then
   STEP="fresh"; remove_tree "$CHROOT"
@@ -184,6 +195,7 @@ case "$HIP_VERSION" in "$ROCM"*) ;; *) fail "the chroot holds HIP $HIP_VERSION, 
 say "chroot $CHROOT: HIP $HIP_VERSION, $(du -sh --one-file-system "$CHROOT" 2>/dev/null | cut -f1)"
 
 step copy-source copy_source
+step host-trust copy_host_trust
 
 # ---- 2. build -----------------------------------------------------------------------
 QUICK_UNITS=(fattn-mma-f16-instance-ncols1_1-ncols2_16.cu.o mmq-instance-q4_k.cu.o ggml-cuda.cu.o)

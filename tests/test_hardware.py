@@ -1,10 +1,12 @@
 """The rocm backend's availability from sysfs trees shaped like real machines."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from rocm_infer.hardware import (
+    amdsmi_vram,
     choose_gpu_mask,
     find_amd_gpus,
     gfx_name,
@@ -128,3 +130,40 @@ def test_context_sizing_table(requested, trained, kv_per_token, weights, free, e
 
 def test_kv_bytes_per_token():
     assert kv_bytes_per_token(32, 8, 128, 128) == 131072
+
+
+class FakeAmdsmi:
+    """Stands in for ROCm's amdsmi, which cannot start without the amdgpu driver (none here)."""
+
+    def __init__(self, fail_init: bool = False) -> None:
+        self.fail_init, self.shut_down = fail_init, False
+
+    def amdsmi_init(self) -> None:
+        if self.fail_init:
+            raise RuntimeError("AMDSMI_STATUS_DRIVER_NOT_LOADED")
+
+    def amdsmi_get_processor_handles(self) -> list[str]:
+        return ["dgpu"]
+
+    def amdsmi_get_gpu_vram_usage(self, handle: str) -> dict[str, int]:
+        return {"vram_total": 16368, "vram_used": 512}
+
+    def amdsmi_get_gpu_device_bdf(self, handle: str) -> str:
+        return "0000:03:00.0"
+
+    def amdsmi_shut_down(self) -> None:
+        self.shut_down = True
+
+
+def test_amdsmi_figures_are_bytes_per_pci_bus(monkeypatch):
+    fake = FakeAmdsmi()
+    monkeypatch.setitem(sys.modules, "amdsmi", fake)
+    assert amdsmi_vram() == {"0000:03:00.0": (16368 << 20, 512 << 20)}
+    assert fake.shut_down
+
+
+def test_amdsmi_that_cannot_start_falls_back_to_sysfs(monkeypatch):
+    monkeypatch.setitem(sys.modules, "amdsmi", FakeAmdsmi(fail_init=True))
+    assert amdsmi_vram() is None
+    monkeypatch.setitem(sys.modules, "amdsmi", None)  # not installed: import fails
+    assert amdsmi_vram() is None

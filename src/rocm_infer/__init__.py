@@ -26,10 +26,12 @@ from .errors import (
     ServerCrashedError,
     UnsupportedArchitectureError,
 )
+from .discovery import discover
 from .hardware import vram_info
 from .interface import Backend, TextModel
 from .models import default_model_path
 from .native.backend import LlamaCppBackend, RocmBackend
+from .native.devices import active_memory, peak_memory, reset_peak_memory
 from .registry import default_backend, get_backend, list_backends, register
 from .server.backend import LlamaServerBackend
 from .stream import AsyncTokenStream, TokenStream
@@ -40,6 +42,7 @@ from .types import (
     GenerateConfig,
     GenerateMetrics,
     LoadConfig,
+    ModelEntry,
     Message,
     ModelInfo,
     Token,
@@ -64,8 +67,9 @@ def load_model(model: str | os.PathLike[str] | None = None, config: LoadConfig |
 __all__ = [
     "AsyncTokenStream", "Backend", "BackendUnavailableError", "BatchResult", "BuildInfo", "ClassifyResult",
     "EngineError", "GenerateConfig", "GenerateMetrics", "InvalidConfigError", "InvalidModelError", "LoadConfig",
-    "Message", "ModelClosedError", "ModelInfo", "ModelNotFoundError", "OutOfMemoryError", "PromptTooLongError",
+    "Message", "ModelClosedError", "ModelEntry", "ModelInfo", "ModelNotFoundError", "OutOfMemoryError", "PromptTooLongError",
     "RequestCancelledError", "RequestTimeoutError", "RocmInferError", "ServerCrashedError", "TextModel", "Token",
-    "TokenStream", "UnsupportedArchitectureError", "build_info", "default_backend", "default_model_path",
-    "doctor", "get_backend", "list_backends", "load_model", "register", "vram_info",
+    "TokenStream", "UnsupportedArchitectureError", "active_memory", "build_info", "default_backend", "default_model_path",
+    "discover", "doctor", "get_backend", "list_backends", "load_model", "peak_memory", "register", "reset_peak_memory",
+    "vram_info",
 ]

@@ -135,6 +135,37 @@ def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, 
     click.echo(json.dumps(result["ratios"], indent=2))
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M" if n >= 1e6 else str(n)
+
+
+@main.command()
+@click.argument("folder", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def models(folder: str | None, as_json: bool) -> None:
+    """List the GGUF models in FOLDER (default: ROCM_MODEL_DIR), from their headers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .discovery import discover
+
+    try:
+        entries = discover(folder)
+    except errors.RocmInferError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
+        return
+    table = Table("name", "architecture", "params", "quant", "size", "context", "chat", "problem")
+    for e in entries:
+        params = _count(e.parameter_count) if e.parameter_count else "-"
+        parts = f" ({e.split_count} parts)" if e.split_count > 1 else ""
+        table.add_row(e.name, e.architecture or "-", params, e.quantization or "-",
+                      f"{e.file_size_bytes / (1 << 20):,.0f} MiB{parts}", str(e.context_length or "-"),
+                      "yes" if e.has_chat_template else "no", e.problem or "")
+    Console().print(table)
+
+
 @main.command("doctor")
 @click.option("--json", "as_json", is_flag=True)
 def doctor_command(as_json: bool) -> None:

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from .errors import InvalidConfigError, ModelNotFoundError
-from .gguf_header import HeaderReader
+from .gguf_header import HeaderReader, TruncatedGGUFError
 from .models import GGUF_MAGIC, quantization
 from .types import ModelEntry
 
@@ -73,10 +73,10 @@ def read_entry(files: list[Path], name: str) -> ModelEntry:
         if problem is None:
             try:
                 readers.append(HeaderReader(file))
+            except TruncatedGGUFError as exc:
+                problem = f"truncated: {exc}"
             except Exception as exc:  # noqa: BLE001 - any parse failure is this file's reason
-                problem = f"unreadable GGUF header: {exc}"
-        if problem is None:
-            problem = truncation_problem(readers[-1], file)
+                problem = f"unreadable GGUF header (cut short or corrupt): {exc}"
         if problem:
             where = f"{file.name}: " if len(files) > 1 else ""
             return ModelEntry(**base, problem=where + problem)
@@ -112,17 +112,6 @@ def header_problem(file: Path) -> str | None:
         return "empty file"
     if magic != GGUF_MAGIC:
         return f"not a GGUF file (starts with {magic!r})"
-    return None
-
-
-def truncation_problem(reader: HeaderReader, file: Path) -> str | None:
-    """A file cut short after an intact header: its tensors end past the file's end."""
-    if not reader.tensors:
-        return None
-    needed = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
-    actual = _size(file)
-    if needed > actual:
-        return f"truncated: the header describes {needed} bytes of tensors, the file has {actual}"
     return None
 
 

@@ -6,7 +6,9 @@ discovery reads none of those arrays.  ``HeaderReader`` is the package's reader 
 step changed: an array is stepped over (one stride for numbers, a walk over the length
 prefixes for strings) and keeps only its element type and length.  Scalars, strings, tensor
 infos, alignment and every check stay the package's own.  Nothing but the header is read:
-the file is memory-mapped and the tensor data pages are never touched.
+the file is memory-mapped and the tensor data pages are never touched.  A file cut short
+after an intact header raises ``TruncatedGGUFError`` with the sizes, instead of the numpy
+reshape error the package's tensor views would give.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import struct
 from typing import Any
 
 import numpy as np
-from gguf import GGUFReader, GGUFValueType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
+
+
+class TruncatedGGUFError(ValueError):
+    """The header is intact but the tensor data it describes runs past the end of the file."""
 
 
 class HeaderReader(GGUFReader):
@@ -52,6 +58,17 @@ class HeaderReader(GGUFReader):
             (size,) = struct.unpack_from(length_format, buffer, offs)
             offs += 8 + size
         return offs
+
+    def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+        end = 0
+        for field in fields:  # parts: name length, name, n_dims, dims, type, offset
+            dims, raw_type, offset = field.parts[3], field.parts[4], field.parts[5]
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(int(raw_type[0]))]
+            n_bytes = int(np.prod(dims, dtype=np.uint64)) // block * type_size
+            end = max(end, start_offs + int(offset[0]) + n_bytes)
+        if end > len(self.data):
+            raise TruncatedGGUFError(f"the header describes {end} bytes of tensors, the file has {len(self.data)}")
+        super()._build_tensors(start_offs, fields)
 
     def value(self, key: str) -> Any:
         """A scalar or string field's value, an array field's length, None when absent."""

@@ -8,7 +8,7 @@ on the machines this is developed on).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 AMD_VENDOR_ID = 0x1002
@@ -19,6 +19,7 @@ class AmdGpu:
     card: str
     vram_total_bytes: int
     vram_used_bytes: int
+    pci_bus: str = ""  # "0000:03:00.0": the name of the PCI device card*/device points to
 
     @property
     def vram_free_bytes(self) -> int:
@@ -42,13 +43,43 @@ def find_amd_gpus(sysfs: Path = Path("/sys")) -> list[AmdGpu]:
         total = _read_int(device / "mem_info_vram_total")
         if total is None:
             continue
-        gpus.append(AmdGpu(card.name, total, _read_int(device / "mem_info_vram_used") or 0))
+        gpus.append(AmdGpu(card.name, total, _read_int(device / "mem_info_vram_used") or 0, device.resolve().name))
     return sorted(gpus, key=lambda g: -g.vram_total_bytes)
 
 
 def vram_info(sysfs: Path = Path("/sys")) -> list[AmdGpu]:
-    """Per AMD card: VRAM total, used and free, read from sysfs (no subprocess per read)."""
-    return find_amd_gpus(sysfs)
+    """Per AMD card: VRAM total, used and free (no subprocess per read).  From ROCm's amdsmi
+    when it is installed and initialises (real /sys only), else from the same sysfs files
+    amdsmi itself reads."""
+    gpus = find_amd_gpus(sysfs)
+    figures = amdsmi_vram() if sysfs == Path("/sys") else None
+    if not figures:
+        return gpus
+    return [replace(g, vram_total_bytes=figures[g.pci_bus][0], vram_used_bytes=figures[g.pci_bus][1])
+            if g.pci_bus in figures else g for g in gpus]
+
+
+def amdsmi_vram() -> dict[str, tuple[int, int]] | None:
+    """(total, used) bytes per PCI bus id from amdsmi, or None when it is not installed or
+    cannot start (no driver, no ROCm): then sysfs is the answer."""
+    try:
+        import amdsmi
+    except ImportError:
+        return None
+    try:
+        amdsmi.amdsmi_init()
+    except Exception:  # noqa: BLE001 - amdsmi raises its own error types, all meaning "not here"
+        return None
+    try:
+        figures = {}
+        for handle in amdsmi.amdsmi_get_processor_handles():
+            usage = amdsmi.amdsmi_get_gpu_vram_usage(handle)  # MiB
+            figures[amdsmi.amdsmi_get_gpu_device_bdf(handle).lower()] = (usage["vram_total"] << 20, usage["vram_used"] << 20)
+        return figures
+    except Exception:  # noqa: BLE001 - a partial answer is no answer
+        return None
+    finally:
+        amdsmi.amdsmi_shut_down()
 
 
 def kfd_problem(dev: Path = Path("/dev")) -> str | None:

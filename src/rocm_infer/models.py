@@ -37,16 +37,16 @@ def default_model_path() -> Path:
 
 
 def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
-    """A path as given, or a bare name looked up in ``ROCM_MODEL_DIR``; None is the default model."""
+    """A path as given, or a bare name found by ``discover()`` in ``ROCM_MODEL_DIR`` (its
+    file stem or its ``general.name``; a split model resolves to its first part, which
+    llama.cpp loads with the rest); None is the default model."""
     if model is None:
         return default_model_path()
     path = Path(model)
     if not path.exists() and path.parent == Path(".") and os.environ.get("ROCM_MODEL_DIR"):
-        model_dir = Path(os.environ["ROCM_MODEL_DIR"])
-        for candidate in (model_dir / path.name, model_dir / f"{path.name}.gguf"):
-            if candidate.exists():
-                path = candidate
-                break
+        from .discovery import find_model  # discovery reads headers with helpers from here
+
+        path = Path(find_model(path.name).path)
     return check_gguf_file(path)
 
 
@@ -74,7 +74,7 @@ def quantization(file_type: int | None) -> tuple[str, int | None, int | None]:
     if file_type is None:
         return "unknown", None, None
     try:
-        return quantization_from_name(LlamaFileType(file_type).name.removeprefix("MOSTLY_"))
+        return quantization_from_name(LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_"))
     except ValueError:
         return f"file type {file_type}", None, None
 

@@ -31,6 +31,7 @@ from ..types import (
 )
 from .bindings import lib
 from .chat import render_chat
+from .devices import tracker
 from .engine import Engine, EngineStats
 from .handles import LlamaContext, LlamaModel
 from .request import Request, RequestKind
@@ -42,6 +43,7 @@ class NativeModel(TextModel):
         super().__init__()
         self._stack = contextlib.ExitStack()
         self._closed = False
+        memory = tracker()  # the first one's baseline precedes every allocation
         try:
             self._model = self._stack.enter_context(LlamaModel(path, config.gpu_layers))
             llama = lib()
@@ -58,6 +60,7 @@ class NativeModel(TextModel):
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)))
             self._stack.callback(self._engine.close)
+            memory.sample()
         except BaseException:
             self._stack.close()
             raise
