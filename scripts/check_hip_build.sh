@@ -16,8 +16,8 @@
 #   --fresh      delete the cached chroot first.
 #
 # Needs root (chroot, mount).  Exit status: 0 checked, 1 a step failed (its name and the
-# tail of its log are printed), 2 bad usage, 3 SKIPPED because Debian's mirror cannot be
-# reached (the network, not the code).  /proc and /dev are mounted into the chroot only
+# tail of its log are printed), 2 bad usage, 3 SKIPPED: Debian's mirror cannot be reached
+# or this is not root (the machine, not the code).  /proc and /dev are mounted into the chroot only
 # while a step runs inside it and are unmounted on every exit path, Ctrl-C included.
 set -euo pipefail
 
@@ -44,8 +44,8 @@ case "$ROCM" in
   *) echo "check_hip_build.sh: --rocm '$ROCM': use 7.2 (experimental) or 6.4 (sid)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
-  echo "check_hip_build.sh: needs root (debootstrap, chroot and mount); run it with sudo" >&2
-  exit 2
+  echo "SKIPPED: check_hip_build: needs root (debootstrap, chroot and mount); run it with sudo" >&2
+  exit 3
 fi
 
 CHROOT="$CACHE_DIR/sid-rocm$ROCM"
@@ -56,6 +56,12 @@ START=$(date +%s)
 STEP="setup"
 STEP_LOG=""
 mkdir -p "$CACHE_DIR" "$LOG_DIR"
+# One run per chroot at a time: a second would replace the source under a running build.
+exec 9>"$CACHE_DIR/lock-rocm$ROCM"
+if ! flock -n 9; then
+  echo "check_hip_build: another run is using $CHROOT; waiting for it" >&2
+  flock 9
+fi
 
 say() { echo "check_hip_build: $*" >&2; }
 
@@ -63,7 +69,7 @@ fail() {
   say "FAILED at step '$STEP'${1:+: $1}"
   if [ -n "$STEP_LOG" ] && [ -s "$STEP_LOG" ]; then
     say "last lines of $STEP_LOG:"
-    tail -n 40 "$STEP_LOG" >&2
+    tail -n 40 "$STEP_LOG" | cut -c1-400 >&2  # compiler command lines run to kilobytes
   fi
   exit 1
 }
