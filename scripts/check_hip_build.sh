@@ -17,9 +17,13 @@
 #
 # Needs root (chroot, mount).  Exit status: 0 checked, 1 a step failed (its name and the
 # tail of its log are printed), 2 bad usage, 3 SKIPPED: Debian's mirror cannot be reached
-# or this is not root (the machine, not the code).  /proc and /dev are mounted into the chroot only
-# while a step runs inside it and are unmounted on every exit path, Ctrl-C included.
+# or this is not root (the machine, not the code).  /proc and /dev are mounted into the
+# chroot only while a step runs inside it and are unmounted on every exit path, Ctrl-C
+# included.
 set -euo pipefail
+# The whole script is one block, read before it runs: editing or pulling this file during a
+# half-hour build cannot change what the running copy does next.
+{
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROCM=7.2
@@ -33,7 +37,7 @@ while [ $# -gt 0 ]; do
     --fresh) FRESH=1 ;;
     --rocm) ROCM="${2:-}"; shift ;;
     --cache-dir) CACHE_DIR="${2:-}"; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "check_hip_build.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -81,11 +85,12 @@ mount_into() {  # mount_into ROOTFS: /proc and /dev for apt, compilers and Pytho
   mount --bind /dev "$1/dev"
 }
 unmount_all() {
-  # Everything mounted under the cache directory, deepest first: ours, and whatever an
-  # interrupted debootstrap left behind.  A process still inside (a compiler killed a
-  # moment later) keeps a mount busy: detach it lazily rather than leave it mounted.
+  # Everything mounted inside this run's chroot (or the one being made), deepest first:
+  # ours, and whatever an interrupted debootstrap left behind; another ROCm version's
+  # chroot in the same cache is another run's business.  A process still inside (a
+  # compiler killed a moment later) keeps a mount busy: detach it lazily.
   local mnt
-  findmnt -rn -o TARGET | { grep -F "$CACHE_DIR/" || true; } | sort -r | while read -r mnt; do
+  findmnt -rn -o TARGET | { grep -F -e "$CHROOT/" -e "$CHROOT.partial/" || true; } | sort -r | while read -r mnt; do
     umount "$mnt" 2>/dev/null || umount -l "$mnt" || say "could not unmount $mnt"
   done
 }
@@ -250,6 +255,15 @@ if [ "$QUICK" = 0 ]; then
   cp -u "$MODEL" "$CHROOT/build/models/model.gguf"
   step hip-greedy in_chroot /build/venv/bin/python /build/src/scripts/greedy_tokens.py \
     --model /build/models/model.gguf --json /build/hip-greedy.json
+  step hip-package python3 -c '
+import json, sys
+record = json.load(open(sys.argv[1]))
+build, rocm = record["build"], record["rocm_backend"]
+print("build_info:", build, "| rocm backend:", rocm)
+assert build["gpu_backend"] == "hip" and sys.argv[2] in build["gpu_targets"], "build_info() does not say hip " + sys.argv[2]
+assert not rocm["available"] and rocm["reason"], "the rocm backend should be unavailable here, with a reason"
+' "$CHROOT/build/hip-greedy.json" "$TARGETS"
+  cat "$STEP_LOG" >&2
   step cpu-greedy python3 "$ROOT/scripts/greedy_tokens.py" --model "$MODEL" --json "$LOG_DIR/cpu-greedy.json"
   STEP="compare-greedy"
   STEP_LOG="$LOG_DIR/compare-greedy.log"
@@ -259,3 +273,5 @@ if [ "$QUICK" = 0 ]; then
 fi
 
 echo "check_hip_build: OK mode=$MODE rocm=$HIP_VERSION targets=$TARGETS $WMMA_SUMMARY$TOKENS_SUMMARY seconds=$(( $(date +%s) - START ))"
+exit 0
+}

@@ -3,9 +3,11 @@
 import json
 import subprocess
 
+import pytest
 from test_hardware import card, kfd_node
 
 from rocm_infer.doctor import doctor
+from rocm_infer.hardware import choose_gpu_mask, rocm_problem, vram_info
 
 HIP_GFX1101 = {"gpu_backend": "hip", "gpu_targets": "gfx1101", "llama_cpp_commit": "0c1e570"}
 
@@ -64,3 +66,58 @@ def test_cli_doctor_on_this_machine_says_there_is_no_amd_gpu():
     assert "no AMD GPU found" in proc.stdout and "built for 'cpu'" in proc.stdout
     as_json = json.loads(subprocess.run(["rocm-infer", "doctor", "--json"], capture_output=True, text=True).stdout)
     assert as_json["amd_gpu_usable"] is False
+
+
+def build_machine(root, shape):
+    """A sysfs and /dev tree shaped like one of the machines the product meets."""
+    sysfs, dev = root / "sys", root / "dev"
+    dev.mkdir()
+    if shape in ("rx7800xt", "rx7800xt+raphael", "two-discrete", "unreadable"):
+        (dev / "kfd").write_text("")
+    if shape == "rx7800xt":
+        card(sysfs, "card0", "0x1002", 16 << 30)
+        kfd_node(sysfs, 1, 110001, 120, 16 << 30)
+    elif shape == "rx7800xt+raphael":
+        card(sysfs, "card0", "0x1002", 512 << 20)
+        card(sysfs, "card1", "0x1002", 16 << 30)
+        kfd_node(sysfs, 1, 100306, 4, 512 << 20)
+        kfd_node(sysfs, 2, 110001, 120, 16 << 30)
+    elif shape == "two-discrete":
+        card(sysfs, "card0", "0x1002", 16 << 30)
+        card(sysfs, "card1", "0x1002", 24 << 30)
+        kfd_node(sysfs, 1, 110001, 120, 16 << 30)
+        kfd_node(sysfs, 2, 110000, 192, 24 << 30)  # an RX 7900 XTX (gfx1100)
+    elif shape == "nvidia-only":
+        card(sysfs, "card0", "0x10de", None)
+    elif shape == "unreadable":
+        # Directories where files should be (reading one fails, as for a file root cannot
+        # be denied): the card and the KFD node are skipped, nothing raises.
+        (sysfs / "class" / "drm" / "card0" / "device" / "vendor").mkdir(parents=True)
+        (sysfs / "class" / "kfd" / "kfd" / "topology" / "nodes" / "1" / "properties").mkdir(parents=True)
+    return sysfs, dev
+
+
+@pytest.mark.parametrize(
+    ("shape", "cards", "mask", "rocm_usable"),
+    [
+        ("rx7800xt", ["card0"], None, True),
+        ("rx7800xt+raphael", ["card1", "card0"], "1", True),  # the dGPU (HIP device 1) only
+        ("two-discrete", ["card1", "card0"], "1", True),  # the 24 GB RX 7900 XTX
+        ("nvidia-only", [], None, False),
+        ("no-gpu", [], None, False),
+        ("unreadable", [], None, False),
+    ],
+)
+def test_machine_shapes(tmp_path, shape, cards, mask, rocm_usable):
+    sysfs, dev = build_machine(tmp_path, shape)
+    assert [gpu.card for gpu in vram_info(sysfs)] == cards
+    decision = choose_gpu_mask({}, sysfs)
+    assert decision.value == mask
+    assert (rocm_problem(sysfs, dev) is None) == rocm_usable  # what the rocm backend's available() asks
+    report = doctor(sysfs, dev, environ={}, rocm_version="7.2.4", config={**HIP_GFX1101, "gpu_targets": "gfx1100;gfx1101"})
+    mask_check = checks(report)["device mask"]
+    assert mask_check.detail.startswith(f"HIP_VISIBLE_DEVICES={mask}") if mask else "no masking needed" in mask_check.detail
+    assert checks(report)["AMD GPUs"].ok == bool(cards)
+    assert all(check.fix for check in report.checks if not check.ok)
+    kept = doctor(sysfs, dev, environ={"HIP_VISIBLE_DEVICES": "0"}, rocm_version="7.2.4", config=HIP_GFX1101)
+    assert "set by the user and is kept" in checks(kept)["device mask"].detail
