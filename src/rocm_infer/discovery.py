@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import InvalidConfigError, ModelNotFoundError
 from .gguf_header import HeaderReader, TruncatedGGUFError
-from .models import GGUF_MAGIC, quantization
+from .models import gguf_file_problem, quantization
 from .types import ModelEntry
 
 SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -59,7 +59,7 @@ def read_split(stem: str, parts: dict[int, Path], count: int) -> ModelEntry:
         size = sum(_size(p) for p in parts.values())
         listed = ", ".join(str(i) for i in missing)
         return ModelEntry(str(first), stem, file_size_bytes=size, split_count=count,
-                          problem=f"split model with {count} parts: part {listed} missing")
+                          problem=f"split model with {count} parts: part{'s' if len(missing) > 1 else ''} {listed} missing")
     return read_entry([parts[i] for i in range(1, count + 1)], stem)
 
 
@@ -69,7 +69,7 @@ def read_entry(files: list[Path], name: str) -> ModelEntry:
     base = {"path": str(files[0]), "name": name, "file_size_bytes": size, "split_count": len(files)}
     readers = []
     for file in files:
-        problem = header_problem(file)
+        problem = gguf_file_problem(file)
         if problem is None:
             try:
                 readers.append(HeaderReader(file))
@@ -99,20 +99,6 @@ def read_entry(files: list[Path], name: str) -> ModelEntry:
         has_chat_template=head.value("tokenizer.chat_template") is not None,
         problem=problem,
     )
-
-
-def header_problem(file: Path) -> str | None:
-    """The cheap checks first, for a plain reason rather than a parser's exception."""
-    try:
-        with file.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        return f"cannot read: {exc.strerror}"
-    if not magic:
-        return "empty file"
-    if magic != GGUF_MAGIC:
-        return f"not a GGUF file (starts with {magic!r})"
-    return None
 
 
 def dominant_type(tensors: list) -> str | None:

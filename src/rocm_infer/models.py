@@ -55,16 +55,24 @@ def check_gguf_file(path: Path) -> Path:
         raise ModelNotFoundError(f"model not found: {path}")
     if path.is_dir():
         raise InvalidModelError(f"{path} is a directory, not a GGUF file")
+    problem = gguf_file_problem(path)
+    if problem:
+        raise InvalidModelError(f"{path}: {problem}")
+    return path.resolve()
+
+
+def gguf_file_problem(path: Path) -> str | None:
+    """Why a file is plainly not a GGUF (unreadable, empty, another magic), or None."""
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)
     except OSError as exc:
-        raise InvalidModelError(f"cannot read {path}: {exc.strerror}") from exc
+        return f"cannot read: {exc.strerror}"
     if not magic:
-        raise InvalidModelError(f"{path} is empty")
+        return "empty file"
     if magic != GGUF_MAGIC:
-        raise InvalidModelError(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
-    return path.resolve()
+        return f"not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})"
+    return None
 
 
 def quantization(file_type: int | None) -> tuple[str, int | None, int | None]:
