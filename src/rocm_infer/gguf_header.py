@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,8 @@ class HeaderReader(GGUFReader):
         return offs - orig_offs, [item_type, length], [], [GGUFValueType.ARRAY, element]
 
     def _skip_strings(self, offs: int, count: int) -> int:
-        length_format = ">Q" if self.byte_order == "S" else "<Q"
+        little = (sys.byteorder == "little") != (self.byte_order == "S")  # "S": swapped from the host
+        length_format = "<Q" if little else ">Q"
         buffer, end = memoryview(self.data), len(self.data)
         for _ in range(count):
             if offs + 8 > end:
