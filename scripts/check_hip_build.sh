@@ -6,7 +6,8 @@
 #
 #   --quick      configure the package's CMake for HIP and compile three representative
 #                translation units (one fattn-mma-f16 instance, the MMQ Q4_K instance,
-#                ggml-cuda.cu); minutes, not the ~30 min full build.
+#                ggml-cuda.cu); under half a minute once the chroot exists, where the
+#                full build takes ~20 min on 2 cores.
 #   (default)    build the whole package inside the chroot through scripts/build_hip.sh,
 #                check the installed libggml-hip.so, import it, and compare its greedy
 #                tokens (CPU device of the HIP build) with this machine's CPU build.
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
     --fresh) FRESH=1 ;;
     --rocm) ROCM="${2:-}"; shift ;;
     --cache-dir) CACHE_DIR="${2:-}"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "check_hip_build.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift

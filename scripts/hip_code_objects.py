@@ -83,7 +83,7 @@ def count_wmma(disassembly: str) -> Counter[str]:
     return counts
 
 
-def inspect(path: Path, target: str, scratch: Path) -> dict:
+def code_objects_of(path: Path, target: str, scratch: Path) -> dict:
     objcopy, bundler, objdump = (llvm_tool(t) for t in ("llvm-objcopy", "clang-offload-bundler", "llvm-objdump"))
     section = scratch / "fatbin"
     run(objcopy, f"--dump-section=.hip_fatbin={section}", str(path), str(scratch / "discard"))
@@ -104,8 +104,6 @@ def inspect(path: Path, target: str, scratch: Path) -> dict:
             f"--input={bundle_file}", f"--output={code_object}")
         code_objects += 1
         wmma += count_wmma(run(objdump, "-d", str(code_object)))
-        bundle_file.unlink()
-        code_object.unlink()
     if code_objects == 0:
         raise CheckError(f"{path}: none of its {len(bundles)} offload bundles holds {bundle_target}")
     return {"file": str(path), "bundles": len(bundles), "code_objects": code_objects,
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for path in args.files:
             with tempfile.TemporaryDirectory() as scratch:
-                results.append(inspect(path, args.target, Path(scratch)))
+                results.append(code_objects_of(path, args.target, Path(scratch)))
     except CheckError as error:
         print(f"hip_code_objects: {error}", file=sys.stderr)
         return 1
