@@ -5,6 +5,9 @@ machine's CPU build) can be compared token for token by check_hip_build.sh.
 
     greedy_tokens.py --model PATH --json OUT      # record this build's tokens
     greedy_tokens.py --compare A.json B.json      # exit 1 unless every prompt matches
+    greedy_tokens.py --check-build A.json gfx1101 # exit 1 unless A is a HIP build for the
+                                                  # target whose rocm backend says why it
+                                                  # cannot run (no GPU where A was recorded)
 
 Prompts run one at a time: a prompt alone takes the same kernels in both builds, whereas
 batched rows would add llama.cpp's batch-position near-ties (tests/near_tie.py) to the
@@ -58,16 +61,32 @@ def compare(first: Path, second: Path) -> int:
     return 0 if equal == len(PROMPTS) else 1
 
 
+def check_build(record_path: Path, target: str) -> int:
+    record = json.loads(record_path.read_text())
+    build, rocm = record["build"], record["rocm_backend"]
+    print(f"build_info: {build} | rocm backend: {rocm}")
+    if build["gpu_backend"] != "hip" or target not in build["gpu_targets"]:
+        print(f"build_info() does not say hip {target}")
+        return 1
+    if rocm["available"] or not rocm["reason"]:
+        print("the rocm backend should be unavailable without a GPU, with a reason")
+        return 1
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"))
+    parser.add_argument("--check-build", nargs=2, metavar=("A", "TARGET"))
     args = parser.parse_args()
     if args.compare:
         return compare(*args.compare)
+    if args.check_build:
+        return check_build(Path(args.check_build[0]), args.check_build[1])
     if not (args.model and args.json):
-        parser.error("--model and --json, or --compare A B")
+        parser.error("--model and --json, --compare A B, or --check-build A TARGET")
     record(args.model, args.json)
     return 0
 

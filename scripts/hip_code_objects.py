@@ -8,13 +8,14 @@ and unbundles, llvm-objdump disassembles); what is written here by hand is the o
 tool does: a linked library's `.hip_fatbin` is one offload bundle per object, back to back,
 while the bundler reads one bundle per file, so the section is split at each bundle's magic.
 
-    hip_code_objects.py [--target gfx1101] [--require-wmma] [--json OUT] FILE...
+    hip_code_objects.py [--target gfx1101] [--require-wmma] FILE...
+
+The last line printed is the summary check_hip_build.sh puts in its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="gfx1101")
     parser.add_argument("--require-wmma", action="store_true",
                         help="fail unless flash-attention and MMQ kernels hold v_wmma instructions")
-    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     try:
         results = []
@@ -134,8 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = (f"objects={len(results)} code_objects={sum(r['code_objects'] for r in results)} "
                f"v_wmma_fattn={total['fattn']} v_wmma_mmq={total['mmq']} v_wmma_other={total['other']}")
     print(summary)
-    if args.json:
-        args.json.write_text(json.dumps({"target": args.target, "results": results, "summary": summary}, indent=1))
     if args.require_wmma and (total["fattn"] == 0 or total["mmq"] == 0):
         print(f"hip_code_objects: no v_wmma in the {args.target} flash-attention or MMQ kernels "
               "(the RDNA 3 WMMA paths were not compiled)", file=sys.stderr)

@@ -5,7 +5,9 @@ ctypes, on the very libggml files that ``bindings.lib()`` loaded (the same handl
 dynamic loader returns an already-loaded library).  ggml answers per device (free and
 total, the driver's view: hipMemGetInfo / cudaMemGetInfo), not per process, so the
 process's share is the growth since the libraries were loaded; another process allocating
-on the same card at the same time is counted too, which the docstrings below say.
+on the same card at the same time is counted too, which the docstrings below say.  The
+per-request ``GenerateMetrics.active_memory_bytes`` is a different figure on purpose: the
+engine's own count (weights plus context state), available on every build.
 """
 
 from __future__ import annotations
