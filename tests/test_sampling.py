@@ -2,13 +2,8 @@ import math
 
 import numpy as np
 
-from rocm_infer.native.sampling import chain_plan, greedy_tokens, token_logprob
+from rocm_infer.native.sampling import chain_plan, token_logprob
 from rocm_infer.types import GenerateConfig
-
-
-def test_greedy_takes_the_argmax_of_each_row():
-    rows = np.array([[0.1, 2.0, -1.0], [5.0, 0.0, 4.9]], dtype=np.float32)
-    assert greedy_tokens(rows).tolist() == [1, 0]
 
 
 def test_logprob_is_log_softmax():

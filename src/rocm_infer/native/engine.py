@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,10 +32,13 @@ from ..errors import EngineError, ModelClosedError, RequestTimeoutError, RocmInf
 from ..stream import Finished
 from ..types import ClassifyResult, GenerateMetrics, Token
 from .batch import Batch
+from .device_sampling import DeviceSamplers, runs_on_device
 from .handles import LlamaContext
+from .host_sampling import HostSampler, sample_rows
 from .request import Request, RequestKind, RequestStatus
-from .sampling import build_chain, greedy_tokens, token_logprob
+from .sampling import resolve_seed, token_logprob
 from .scheduler import Chunk, StepPlan, plan_step
+from .stats import EngineStats
 from .vocab import Vocab
 
 _log = logging.getLogger("rocm_infer.engine")
@@ -44,24 +46,10 @@ T = TypeVar("T")
 _SHUTDOWN = object()
 
 
-@dataclass
-class EngineStats:
-    """Where the engine thread's time goes: ``step_s - decode_s`` is the Python cost
-    (planning, filling the batch, sampling, detokenizing, stops, queues)."""
-
-    steps: int = 0
-    tokens: int = 0
-    step_s: float = 0.0
-    decode_s: float = 0.0
-
-    @property
-    def python_fraction(self) -> float:
-        return (self.step_s - self.decode_s) / self.step_s if self.step_s else 0.0
-
-
 class Engine:
-    def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int) -> None:
+    def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_sampling: bool) -> None:
         self._ctx = ctx
+        self._device = DeviceSamplers(ctx, vocab.n_tokens) if device_sampling else None
         self._vocab = vocab
         self._n_ctx = ctx.n_ctx
         self._budget = budget
@@ -119,13 +107,14 @@ class Engine:
             self._shutdown()
 
     def _step(self) -> None:
-        self._reap(time.perf_counter())
+        started = time.perf_counter()
+        self._reap(started)
         plan = plan_step(self._running, self._waiting, len(self._free_slots), self._free_cells, self._n_ctx, self._budget)
         if not plan.chunks:
             return
-        started = time.perf_counter()
         try:
             self._admit(plan.admitted)
+            self.stats.plan_s += time.perf_counter() - started
             outputs = self._run(plan)
             self._apply(plan, outputs)
             self.stats.steps += 1
@@ -171,18 +160,34 @@ class Engine:
     def _admit(self, admitted: tuple[Request, ...]) -> None:
         now = time.perf_counter()
         for request in admitted:
-            if request.kind is RequestKind.GENERATE and not request.config.greedy:
-                request.sampler = build_chain(request.config, request.prompt, self._vocab.n_tokens)
             self._waiting.remove(request)
             request.seq_id = self._free_slots.pop()
+            self._place_sampling(request)
             request.reserved_cells = request.cells_needed(self._n_ctx)
             self._free_cells -= request.reserved_cells
             request.status = RequestStatus.RUNNING
             request.admitted_at = now
             self._running.append(request)
 
+    def _place_sampling(self, request: Request) -> None:
+        """Sample on the device where it can (its chain on the request's sequence),
+        otherwise on the host (and take any chain off that sequence)."""
+        config = request.config
+        seed = resolve_seed(config)
+        if self._device is not None:
+            if runs_on_device(request) and self._device.attach(request.seq_id, config, seed):
+                return
+            self._device.detach(request.seq_id)
+        if request.kind is RequestKind.CLASSIFY:
+            request.host_sampler = HostSampler(temperature=0.0)
+            return
+        request.host_sampler = HostSampler(config.temperature, config.top_k, config.top_p, config.min_p, config.repeat_penalty, config.repeat_last_n, seed)
+        for token in request.prompt[-config.repeat_last_n :] if request.host_sampler.penalised else ():
+            request.host_sampler.accept(token)
+
     def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
         """Fill the batch and decode; returns (chunk, batch index) of each output row, in row order."""
+        started = time.perf_counter()
         batch = self._batch
         batch.clear()
         outputs = []
@@ -191,9 +196,10 @@ class Engine:
             index = batch.add(request.tokens(chunk.start, chunk.count), chunk.start, request.seq_id, chunk.wants_logits)
             if chunk.wants_logits:
                 outputs.append((chunk, index))
-        started = time.perf_counter()
+        decode_started = time.perf_counter()
+        self.stats.fill_s += decode_started - started
         self._ctx.decode(batch.finish())
-        self.stats.decode_s += time.perf_counter() - started
+        self.stats.decode_s += time.perf_counter() - decode_started
         return outputs
 
     def _apply(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
@@ -201,21 +207,43 @@ class Engine:
             chunk.request.n_computed += chunk.count
         if not outputs:
             return
-        now = time.perf_counter()
-        rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._vocab.n_tokens))
-        argmax = greedy_tokens(rows) if any(chunk.request.sampler is None for chunk, _ in outputs) else None
-        for row, (chunk, batch_index) in enumerate(outputs):
+        started = time.perf_counter()
+        tokens, rows = self._sample(outputs)
+        emitted = time.perf_counter()
+        self.stats.sample_s += emitted - started
+        for row, (chunk, _) in enumerate(outputs):
             request = chunk.request
+            token = int(tokens[row])
             if request.kind is RequestKind.CLASSIFY:
-                token = int(argmax[row])
-                logits = rows[row].copy() if request.config.return_logits else None
-                request.first_token_at = request.last_token_at = now
+                logits = rows[row].copy() if request.config.return_logits and rows is not None else None
+                request.first_token_at = request.last_token_at = emitted
                 request.sink.put(ClassifyResult(token, self._vocab.detokenize([token]), logits))
                 self._finish(request, RequestStatus.FINISHED_STOPPED)
                 continue
-            token = int(argmax[row]) if request.sampler is None else request.sampler.sample(self._ctx, batch_index)
-            logprob = token_logprob(rows[row], token) if request.config.logprobs else None
-            self._emit(request, token, logprob, now)
+            logprob = token_logprob(rows[row], token) if request.config.logprobs and rows is not None else None
+            self._emit(request, token, logprob, emitted)
+        self.stats.emit_s += time.perf_counter() - emitted
+
+    def _sample(self, outputs: list[tuple[Chunk, int]]) -> tuple[list[int], np.ndarray | None]:
+        """One token per output row: device rows are read back, host rows are sampled
+        together from the logits (which llama.cpp copies only when a host row exists)."""
+        tokens = [0] * len(outputs)
+        host = [row for row, (chunk, _) in enumerate(outputs) if chunk.request.host_sampler is not None]
+        rows = None
+        if host:
+            rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._vocab.n_tokens))
+            block = rows if len(host) == len(outputs) else rows[host]
+            samplers = [outputs[row][0].request.host_sampler for row in host]
+            for row, token in zip(host, sample_rows(block, samplers)):  # type: ignore[arg-type]
+                tokens[row] = int(token)
+        if len(host) < len(outputs):
+            assert self._device is not None
+            for row, (chunk, batch_index) in enumerate(outputs):
+                if chunk.request.host_sampler is None:
+                    tokens[row] = self._device.token(batch_index)
+        self.stats.host_sampled += len(host)
+        self.stats.device_sampled += len(outputs) - len(host)
+        return tokens, rows
 
     def _emit(self, request: Request, token: int, logprob: float | None, now: float) -> None:
         """Turn one sampled token into stream output and decide whether the request ends."""
@@ -226,6 +254,8 @@ class Engine:
             self._finish(request, RequestStatus.FINISHED_STOPPED)
             return
         request.generated.append(token)
+        if request.host_sampler is not None:
+            request.host_sampler.accept(token)
         released, stopped = request.stops.feed(request.detokenizer.feed(self._vocab.piece(token)))
         status = None
         if stopped:
@@ -248,9 +278,6 @@ class Engine:
         elif request in self._waiting:
             self._waiting.remove(request)
         request.status = status
-        if request.sampler is not None:
-            request.sampler.close()
-            request.sampler = None
         request.sink.put(Finished(_REASONS[status], self._metrics(request), error))
 
     def _metrics(self, request: Request) -> GenerateMetrics:
@@ -270,6 +297,8 @@ class Engine:
         )
 
     def _shutdown(self) -> None:
+        if self._device is not None:
+            self._device.close()
         closed = ModelClosedError("the model was closed while this request was live")
         for request in [*self._running, *self._waiting]:
             self._finish(request, RequestStatus.FINISHED_CANCELLED, closed)

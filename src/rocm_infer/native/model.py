@@ -32,7 +32,8 @@ from ..types import (
 from .bindings import lib
 from .chat import render_chat
 from .devices import tracker
-from .engine import Engine, EngineStats
+from .engine import Engine
+from .stats import EngineStats
 from .handles import LlamaContext, LlamaModel
 from .request import Request, RequestKind
 from .vocab import Vocab
@@ -55,10 +56,11 @@ class NativeModel(TextModel):
             self._ctx = self._stack.enter_context(
                 LlamaContext(self._model, n_ctx, slots, budget, config.flash_attn, config.n_threads)
             )
+            device_sampling = self._samples_on_device(config, int(llama.llama_model_n_layer(self._model.ptr)))
             self._vocab = Vocab(self._model.vocab)
             self._info = self._describe(path, config, backend_name, trained, reason, slots)
             self._template = template_for(self._model.chat_template(), self._info.architecture)
-            self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)))
+            self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_sampling)
             self._stack.callback(self._engine.close)
             memory.sample()
         except BaseException:
@@ -80,6 +82,16 @@ class NativeModel(TextModel):
         return kv_bytes_per_token(int(llama.llama_model_n_layer(model)), n_kv, key, value)
 
     @staticmethod
+    def _samples_on_device(config: LoadConfig, n_layers: int) -> bool:
+        """``auto``: sample in the decode graph when the output layer is on a GPU (every
+        layer offloaded, the output one included), where the host would have to copy
+        and sort vocabulary-sized rows; on the CPU the host path measures faster."""
+        if config.device_sampling != "auto":
+            return config.device_sampling == "on"
+        gpu_build = build_config().get("gpu_backend") in ("hip", "cuda", "vulkan")
+        return gpu_build and (config.gpu_layers == -1 or config.gpu_layers > n_layers)
+
+    @staticmethod
     def _free_vram(config: LoadConfig) -> int | None:
         """Free VRAM of the card the weights go to, on a HIP build offloading layers."""
         if config.gpu_layers == 0 or build_config().get("gpu_backend") != "hip":
@@ -94,7 +106,7 @@ class NativeModel(TextModel):
         return self._vocab.detokenize(tokens)
 
     def engine_stats(self) -> EngineStats:
-        """A copy of the engine's step counters (steps, tokens, time in steps and in decode)."""
+        """A copy of the engine's counters: steps, tokens, time per phase, rows sampled where."""
         return self._engine.call(lambda _ctx: dataclasses.replace(self._engine.stats))
 
     def cache_occupancy(self) -> dict[int, int]:

@@ -20,7 +20,7 @@ from .detokenize import Detokenizer
 from .stops import StopMatcher
 
 if TYPE_CHECKING:
-    from .handles import SamplerChain
+    from .host_sampling import HostSampler
 
 
 class RequestKind(enum.Enum):
@@ -57,7 +57,7 @@ class Request:
     reserved_cells: int = 0
     n_computed: int = 0
     generated: list[int] = field(default_factory=list)
-    sampler: SamplerChain | None = None
+    host_sampler: HostSampler | None = None  # None while waiting, and when the device samples it
     detokenizer: Detokenizer = field(default_factory=Detokenizer)
     stops: StopMatcher = field(init=False)
     admitted_at: float = 0.0

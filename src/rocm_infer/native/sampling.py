@@ -1,11 +1,9 @@
-"""Choosing the next token: a numpy greedy fast path, llama.cpp sampler chains otherwise.
+"""What the host and the device samplers share: llama.cpp's chain order, seeds, log-probs.
 
-Greedy decoding (temperature 0, no penalty) is an argmax over the logits row;
-numpy does that without a ctypes round trip or a sampler object.  Anything
-else is a llama.cpp sampler chain, in the order llama.cpp's own tools use
-(penalties, top-k, top-p, min-p, temperature, then a seeded draw), so a seed
-gives the same text here as the same settings would there.  ``chain_plan`` is
-pure (testable without a model); ``build_chain`` turns the plan into C objects.
+The order is the one llama.cpp's own tools use (penalties, top-k, top-p, min-p,
+temperature, then a seeded draw); ``chain_plan`` is pure, and the device sampler
+(``device_sampling``) builds its llama.cpp chain from it, while the host sampler
+(``host_sampling``) follows the same order in numpy.
 """
 
 from __future__ import annotations
@@ -16,15 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..types import GenerateConfig
-from .bindings import lib
-from .handles import SamplerChain
 
 ChainStep = tuple[str, tuple[Any, ...]]
-
-
-def greedy_tokens(rows: np.ndarray) -> np.ndarray:
-    """Argmax of each logits row (one row per sequence)."""
-    return np.argmax(rows, axis=-1)
 
 
 def token_logprob(row: np.ndarray, token: int) -> float:
@@ -55,14 +46,3 @@ def chain_plan(config: GenerateConfig, seed: int, n_vocab: int) -> list[ChainSte
 def resolve_seed(config: GenerateConfig) -> int:
     """The request's seed: the one given, or a fresh random one."""
     return config.seed if config.seed is not None else secrets.randbits(32)
-
-
-def build_chain(config: GenerateConfig, history: list[int], n_vocab: int) -> SamplerChain:
-    """A sampler chain for one request; ``history`` (the prompt's tail) primes the
-    repeat penalty the way llama-server does."""
-    llama = lib()
-    parts = [getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in chain_plan(config, resolve_seed(config), n_vocab)]
-    chain = SamplerChain(parts)
-    for token in history[-config.repeat_last_n :] if config.repeat_last_n else ():
-        llama.llama_sampler_accept(chain.ptr, token)
-    return chain

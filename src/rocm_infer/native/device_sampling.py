@@ -1,0 +1,91 @@
+"""Sampling inside the decode graph: llama.cpp's backend sampling, one chain per sequence.
+
+With a chain attached to a sequence (``llama_set_sampler``), ``llama_decode`` samples
+that sequence's output row on the device that computed the logits, and only the
+token comes back (``llama_get_sampled_token_ith``): no vocabulary-sized row is copied
+to the host and nothing is sorted there.  What the pinned llama.cpp (0c1e570) asks of
+a caller, read in ``src/llama-context.cpp`` and ``src/llama-sampler.cpp``:
+
+- a chain is bound to a sequence id, not to a request, and ``backend_init`` may run
+  only once per chain: every request gets a new chain and the old one is detached
+  (``llama_set_sampler(ctx, seq, NULL)``) before it is freed;
+- attaching or detaching marks the scheduler for a graph re-reserve before the next
+  decode, so a finished request's chain stays attached (it samples nothing while its
+  sequence has no output) until its slot is reused, and a greedy chain (stateless)
+  is simply kept for the next greedy request on that slot;
+- greedy, dist, top_k, top_p, min_p and temp have device implementations; the
+  penalties do not, so a request with a repeat penalty (or asking for log-probabilities,
+  or classifying) is sampled on the host while its neighbours stay on the device;
+- raw logits are copied to the host only when some output row of the step has no
+  chain, so a step that mixes both still gets every row's logits;
+- the output buffer holds four vocabulary-sized sampling rows per output of the step
+  (at least one per sequence slot), allocated only while some chain is attached;
+- ``LLAMA_DEFAULT_SEED`` (2**32 - 1) means "random" to llama.cpp's dist sampler, so
+  that one seed is passed on as 2**32 - 2 to stay reproducible.
+"""
+
+from __future__ import annotations
+
+from ..errors import EngineError
+from ..types import GenerateConfig
+from .bindings import lib
+from .handles import LlamaContext, SamplerChain
+from .request import Request, RequestKind
+from .sampling import chain_plan
+
+_LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+_TOKEN_NULL = -1
+
+
+def runs_on_device(request: Request) -> bool:
+    """Whether the device can sample this request: only a chain of the samplers that
+    have a device implementation, and nothing that needs the raw logits on the host."""
+    config = request.config
+    return request.kind is RequestKind.GENERATE and config.repeat_penalty == 1.0 and not config.logprobs
+
+
+def device_seed(seed: int) -> int:
+    return seed if seed != _LLAMA_DEFAULT_SEED else _LLAMA_DEFAULT_SEED - 1
+
+
+class DeviceSamplers:
+    """The chains attached to the context's sequences, owned by the engine thread."""
+
+    def __init__(self, ctx: LlamaContext, n_vocab: int) -> None:
+        self._ctx = ctx
+        self._n_vocab = n_vocab
+        self._attached: dict[int, tuple[SamplerChain, bool]] = {}  # seq -> (chain, greedy)
+
+    def attach(self, seq_id: int, config: GenerateConfig, seed: int) -> bool:
+        """Put a chain for ``config`` on ``seq_id``; False when llama.cpp refuses it
+        (the request is then sampled on the host)."""
+        greedy = config.temperature == 0
+        current = self._attached.get(seq_id)
+        if current is not None and greedy and current[1]:
+            return True  # a greedy chain has no state: reuse it
+        self.detach(seq_id)
+        llama = lib()
+        plan = [("greedy", ())] if greedy else chain_plan(config, device_seed(seed), self._n_vocab)
+        chain = SamplerChain([getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in plan])
+        if not llama.llama_set_sampler(self._ctx.ptr, seq_id, chain.ptr):
+            chain.close()
+            return False
+        self._attached[seq_id] = (chain, greedy)
+        return True
+
+    def detach(self, seq_id: int) -> None:
+        """Take the chain off ``seq_id`` (the slot will be sampled on the host)."""
+        current = self._attached.pop(seq_id, None)
+        if current is not None:
+            lib().llama_set_sampler(self._ctx.ptr, seq_id, None)
+            current[0].close()
+
+    def token(self, batch_index: int) -> int:
+        token = int(lib().llama_get_sampled_token_ith(self._ctx.ptr, batch_index))
+        if token == _TOKEN_NULL:
+            raise EngineError(f"the device sampled no token for batch row {batch_index}")
+        return token
+
+    def close(self) -> None:
+        for seq_id in list(self._attached):
+            self.detach(seq_id)
