@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # numpy is only needed at run time by the backends
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 FlashAttn = Literal["auto", "on", "off"]
+DeviceSampling = Literal["auto", "on", "off"]
 ROLES = ("system", "user", "assistant", "tool")
 MAX_PARALLEL_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
 DEFAULT_PARALLEL_SLOTS = 16  # parallel_slots=0
@@ -139,7 +140,11 @@ class LoadConfig:
     ``context_len=0``: the model's trained context, capped by free VRAM on a HIP build
     and at 4096 tokens otherwise (``models.size_context``).  ``gpu_layers=-1``: offload every
     layer the build can.  ``parallel_slots=0``: 16 sequences share one KV cache.
-    ``n_threads=0``: one thread per CPU the process may use.
+    ``n_threads=0``: one thread per CPU the process may use.  ``device_sampling``: where
+    tokens are chosen; ``"auto"`` samples inside the decode graph (only the chosen token
+    comes back) when the output layer is on a GPU, and on the host (all rows of a step
+    at once, numpy) otherwise; ``"on"`` and ``"off"`` force one (the llama-server
+    backend passes ``"on"`` as ``--backend-sampling``).
     """
 
     backend: str | None = None
@@ -149,6 +154,7 @@ class LoadConfig:
     flash_attn: FlashAttn = "auto"
     n_threads: int = 0
     batch_size: int = 512
+    device_sampling: DeviceSampling = "auto"
 
     def __post_init__(self) -> None:
         _require(self.backend is None or isinstance(self.backend, str), "backend must be a name or None")
@@ -158,6 +164,7 @@ class LoadConfig:
         _require(self.flash_attn in ("auto", "on", "off"), f"flash_attn must be 'auto', 'on' or 'off', got {self.flash_attn!r}")
         _require(_is_int(self.n_threads) and self.n_threads >= 0, f"n_threads must be an integer >= 0, got {self.n_threads!r}")
         _require(_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _require(self.device_sampling in ("auto", "on", "off"), f"device_sampling must be 'auto', 'on' or 'off', got {self.device_sampling!r}")
 
 
 @dataclass(frozen=True)
