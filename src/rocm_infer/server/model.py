@@ -52,6 +52,8 @@ def server_args(path: Path, config: LoadConfig, chat_template: str | None) -> li
         "-kvu", "-fa", config.flash_attn, "-t", str(threads), "-b", str(config.batch_size),
         "--no-webui", "-lv", "4", "-ctxcp", "0",
     ]
+    if config.device_sampling == "on":
+        args.append("--backend-sampling")  # llama.cpp's sampling in the decode graph
     if chat_template:
         # a built-in template name is rendered by llama.cpp's legacy engine, as in-process
         args += ["--chat-template", chat_template, "--no-jinja"]
