@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The fast-step comparison on an NVIDIA GPU (the stand-in for a Radeon in everything that
+# is not AMD-specific), in one call of under 8 minutes on a 16-core machine with no network.
+#
+#   bash scripts/gpu_bench.sh --prepare    # here, with PyPI reachable: packs .gpu/ (~12 MB)
+#   bash scripts/gpu_bench.sh --dry-run    # prints what a run does
+#   bash scripts/gpu_bench.sh [OUT_DIR]    # on the GPU machine, .gpu/ carried next to the tree
+#
+# A run unpacks the trimmed llama.cpp source from .gpu/, builds this package's CMake with
+# ROCM_INFER_GPU=cuda (CMAKE_CUDA_ARCHITECTURES, default 90) into build/cuda, installs the
+# bindings-only llama-cpp-python, gguf and httpx-sse wheels from .gpu/wheels into a private
+# folder, writes two random-weight models (scripts/make_random_model.py: the 2-layer tiny
+# stand-in and the Llama-3.1-8B Q4_K_M shape), then runs `python -m rocm_infer.bench.sampling`
+# on each (greedy, top-k, top-p-only; 1/4/16/64 streams; in-process with device and host
+# sampling, llama-server with and without --backend-sampling, llama-batched-bench and
+# llama-bench on the same build).  JSON and markdown land in OUT_DIR (default $OUT, else
+# benchmarks/out/gpu).  Gemma 3 270M is not run there: its 250 MB PyPI package does not fit
+# the 64 MiB a call can carry, and the machine cannot reach PyPI.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+PACK="$ROOT/.gpu"
+
+prepare() {
+  [ -f vendor/llama.cpp/CMakeLists.txt ] || { echo "vendor/llama.cpp is missing: run pip install -r requirements.txt first" >&2; exit 1; }
+  rm -rf "$PACK" && mkdir -p "$PACK/wheels"
+  # Only what this package's CMake reads: no docs, tests, examples, other GPU backends, or
+  # vocabularies besides the Llama 3 one the random models take.
+  tar -C vendor -cJf "$PACK/llama.cpp.tar.xz" \
+    --exclude='llama.cpp/docs' --exclude='llama.cpp/tests' --exclude='llama.cpp/examples' \
+    --exclude='llama.cpp/benches' --exclude='llama.cpp/conversion' --exclude='llama.cpp/.git*' \
+    --exclude='llama.cpp/models/ggml-vocab-[a-km-z]*' --exclude='llama.cpp/models/ggml-vocab-llama-spm*' \
+    --exclude='llama.cpp/models/*.inp' --exclude='llama.cpp/models/*.out' --exclude='llama.cpp/models/templates' \
+    --exclude='llama.cpp/ggml/src/ggml-'{vulkan,sycl,opencl,cann,metal,hexagon,webgpu,openvino,et,virtgpu,musa,zdnn,kompute} \
+    llama.cpp llama.cpp.stamp.json
+  pip wheel --quiet --no-deps -w "$PACK/wheels" --no-binary llama-cpp-python \
+    --config-settings=cmake.define.LLAMA_BUILD=OFF --config-settings=cmake.define.LLAVA_BUILD=OFF llama-cpp-python==0.3.36
+  pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: gguf==0.19.0 httpx-sse==0.4.3
+  du -sh "$PACK"
+}
+
+run() {
+  local out="$1" arch="${CMAKE_CUDA_ARCHITECTURES:-90}" site=/tmp/rocm-infer-site
+  local py=python3 t0; t0=$(date +%s)
+  stamp() { echo "gpu_bench: $1 after $(( $(date +%s) - t0 )) s"; }
+  mkdir -p "$out" vendor
+  [ -f vendor/llama.cpp/CMakeLists.txt ] || tar -C vendor -xJf "$PACK/llama.cpp.tar.xz"
+  local only="${GPU_BENCH_ONLY:-tiny,llama8b}"
+  $py -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/wheels/*.whl
+  export PYTHONPATH="$site:$ROOT/src" PYTHONUNBUFFERED=1
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+  cmake -S . -B build/cuda -G Ninja -DROCM_INFER_GPU=cuda -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release > /tmp/rocm-infer-configure.log
+  cmake --build build/cuda --target rocm_infer_native -j "$(nproc)" > /tmp/rocm-infer-build.log 2>&1 || { tail -30 /tmp/rocm-infer-build.log; exit 1; }
+  cmake --install build/cuda --component rocm_infer --prefix build/cuda/install > /dev/null
+  for part in lib bin build_config.json; do ln -sfn "$ROOT/build/cuda/install/rocm_infer/$part" "src/rocm_infer/$part"; done
+  stamp "built"
+  local vocab=vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf models=/tmp/rocm-infer-models
+  mkdir -p "$models"
+  if [[ ",$only," == *,tiny,* ]]; then
+    $py scripts/make_random_model.py --preset tiny --vocab-from "$vocab" --out "$models/tiny.gguf"
+    $py -m rocm_infer.bench.sampling --model "$models/tiny.gguf" --streams 1,4,16,64 \
+      --contenders in_process,in_process_host,server,server_backend_sampling --out "$out/tiny.json" 2> "$out/tiny.log" || tail -20 "$out/tiny.log"
+    stamp "tiny stand-in done"
+  fi
+  [[ ",$only," == *,llama8b,* ]] || return 0
+  if [ $(( $(date +%s) - t0 )) -gt "${GPU_BENCH_SKIP_8B_AFTER_S:-420}" ]; then
+    echo "gpu_bench: no time left in this call for the 8B shape; run the script again (the build is kept)"
+    return 0
+  fi
+  $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
+  $py -m rocm_infer.bench.sampling --model "$models/llama8b.gguf" --streams 1,4,16,64 \
+    --contenders in_process,in_process_host,server,server_backend_sampling --out "$out/llama8b.json" 2> "$out/llama8b.log" || tail -20 "$out/llama8b.log"
+  stamp "Llama-3.1-8B shape done"
+}
+
+case "${1:-}" in
+  --prepare) prepare ;;
+  --dry-run) sed -n '/^run() {/,/^}/p' "${BASH_SOURCE[0]}" ;;
+  *) run "${1:-${OUT:-benchmarks/out/gpu}}" ;;
+esac
