@@ -10,6 +10,10 @@ import os
 from typing import Any
 
 from .build import build_info
+from .native.bindings import preload_on_gpu_builds
+
+preload_on_gpu_builds()  # before numpy is imported below: see its docstring
+
 from .doctor import doctor
 from .errors import (
     BackendUnavailableError,

@@ -141,10 +141,12 @@ class LoadConfig:
     and at 4096 tokens otherwise (``models.size_context``).  ``gpu_layers=-1``: offload every
     layer the build can.  ``parallel_slots=0``: 16 sequences share one KV cache.
     ``n_threads=0``: one thread per CPU the process may use.  ``device_sampling``: where
-    tokens are chosen; ``"auto"`` samples inside the decode graph (only the chosen token
-    comes back) when the output layer is on a GPU, and on the host (all rows of a step
-    at once, numpy) otherwise; ``"on"`` and ``"off"`` force one (the llama-server
-    backend passes ``"on"`` as ``--backend-sampling``).
+    tokens are chosen; ``"auto"`` samples in the decode graph (only the chosen token comes
+    back) the requests whose host sampling needs a pass over the whole vocabulary (top-p
+    without top-k, min-p alone, pure temperature) when the output layer is on a GPU, and
+    everything else on the host (all rows of a step at once, numpy); ``"on"`` puts every
+    request the device can sample there, ``"off"`` none (the llama-server backend passes
+    ``"on"`` as ``--backend-sampling``).
     """
 
     backend: str | None = None

@@ -56,6 +56,17 @@ class Batch:
         self.size = hi
         return hi - 1
 
+    def add_decodes(self, tokens: list[int], positions: list[int], seq_ids: list[int]) -> range:
+        """Append one token per decoding sequence, each wanting its logits, in three
+        vectorised writes; returns their batch indices."""
+        lo, hi = self.size, self.size + len(tokens)
+        self.token[lo:hi] = tokens
+        self.pos[lo:hi] = positions
+        self.seq_id[lo:hi] = seq_ids
+        self.logits[lo:hi] = 1
+        self.size = hi
+        return range(lo, hi)
+
     def finish(self) -> Any:
         """The C struct, ready for ``llama_decode``."""
         self.struct.n_tokens = self.size

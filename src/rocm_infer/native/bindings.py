@@ -116,3 +116,23 @@ def lib() -> ModuleType:
 
 def llama_log() -> LlamaLog:
     return _native.log
+
+
+def preload_on_gpu_builds() -> None:
+    """Load libllama, and with it the GPU runtime, at ``import rocm_infer`` on a GPU build.
+
+    Why: on an H200 with the CUDA build (Python 3.12, numpy 2.5) a process that imported
+    numpy before libllama crashed inside ``llama_model_load_from_file`` (segfault), while
+    the same load with libllama loaded first ran; the rest of this package imports numpy,
+    so the library goes first.  The root cause is not established (no GPU was at hand
+    to bisect it further): a process that imported numpy before rocm_infer gets a warning.
+    """
+    if build_config().get("gpu_backend") not in ("cuda", "hip", "vulkan"):
+        return
+    if "numpy" in sys.modules:
+        _log.warning("numpy was imported before rocm_infer; on a CUDA build that order crashed the "
+                     "model load on an H200: import rocm_infer first")
+    try:
+        lib()
+    except BackendUnavailableError:
+        pass  # said again, with the fix, when a model is loaded

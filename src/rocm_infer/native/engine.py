@@ -32,7 +32,7 @@ from ..errors import EngineError, ModelClosedError, RequestTimeoutError, RocmInf
 from ..stream import Finished
 from ..types import ClassifyResult, GenerateMetrics, Token
 from .batch import Batch
-from .device_sampling import DeviceSamplers, runs_on_device
+from .device_sampling import DevicePolicy, DeviceSamplers, runs_on_device
 from .handles import LlamaContext
 from .host_sampling import HostSampler, sample_rows
 from .request import Request, RequestKind, RequestStatus
@@ -47,9 +47,10 @@ _SHUTDOWN = object()
 
 
 class Engine:
-    def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_sampling: bool) -> None:
+    def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy) -> None:
         self._ctx = ctx
-        self._device = DeviceSamplers(ctx, vocab.n_tokens) if device_sampling else None
+        self._device_policy = device_policy
+        self._device = DeviceSamplers(ctx, vocab.n_tokens) if device_policy is not DevicePolicy.OFF else None
         self._vocab = vocab
         self._n_ctx = ctx.n_ctx
         self._budget = budget
@@ -175,7 +176,7 @@ class Engine:
         config = request.config
         seed = resolve_seed(config)
         if self._device is not None:
-            if runs_on_device(request) and self._device.attach(request.seq_id, config, seed):
+            if runs_on_device(request, self._device_policy) and self._device.attach(request.seq_id, config, seed):
                 return
             self._device.detach(request.seq_id)
         if request.kind is RequestKind.CLASSIFY:
@@ -190,8 +191,12 @@ class Engine:
         started = time.perf_counter()
         batch = self._batch
         batch.clear()
-        outputs = []
-        for chunk in plan.chunks:
+        # the plan puts decoding sequences (one token, logits wanted) first: one write for all
+        n_decodes = next((i for i, c in enumerate(plan.chunks) if c.count != 1 or not c.wants_logits), len(plan.chunks))
+        decodes = plan.chunks[:n_decodes]
+        indices = batch.add_decodes([c.request.last_token for c in decodes], [c.start for c in decodes], [c.request.seq_id for c in decodes])
+        outputs = list(zip(decodes, indices))
+        for chunk in plan.chunks[n_decodes:]:
             request = chunk.request
             index = batch.add(request.tokens(chunk.start, chunk.count), chunk.start, request.seq_id, chunk.wants_logits)
             if chunk.wants_logits:

@@ -138,6 +138,10 @@ class LlamaContext(_OwnedPointer):
         admitting work, so any non-zero code here is a real fault.
         """
         rc = self._llama.llama_decode(self.ptr, batch)
+        if rc == 0:
+            # GPU backends return before the work is done; waiting here keeps the time
+            # where it belongs (decode, not the first read of its outputs)
+            self._llama.llama_synchronize(self.ptr)
         if rc == 1:
             raise OutOfMemoryError("llama_decode found no free KV slot for the batch")
         if rc != 0:

@@ -31,6 +31,7 @@ from ..types import (
 )
 from .bindings import lib
 from .chat import render_chat
+from .device_sampling import DevicePolicy
 from .devices import tracker
 from .engine import Engine
 from .stats import EngineStats
@@ -56,11 +57,11 @@ class NativeModel(TextModel):
             self._ctx = self._stack.enter_context(
                 LlamaContext(self._model, n_ctx, slots, budget, config.flash_attn, config.n_threads)
             )
-            device_sampling = self._samples_on_device(config, int(llama.llama_model_n_layer(self._model.ptr)))
+            device_policy = self._device_policy(config, int(llama.llama_model_n_layer(self._model.ptr)))
             self._vocab = Vocab(self._model.vocab)
             self._info = self._describe(path, config, backend_name, trained, reason, slots)
             self._template = template_for(self._model.chat_template(), self._info.architecture)
-            self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_sampling)
+            self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy)
             self._stack.callback(self._engine.close)
             memory.sample()
         except BaseException:
@@ -82,14 +83,16 @@ class NativeModel(TextModel):
         return kv_bytes_per_token(int(llama.llama_model_n_layer(model)), n_kv, key, value)
 
     @staticmethod
-    def _samples_on_device(config: LoadConfig, n_layers: int) -> bool:
-        """``auto``: sample in the decode graph when the output layer is on a GPU (every
-        layer offloaded, the output one included), where the host would have to copy
-        and sort vocabulary-sized rows; on the CPU the host path measures faster."""
+    def _device_policy(config: LoadConfig, n_layers: int) -> DevicePolicy:
+        """``auto``: where the output layer is on a GPU (every layer offloaded, the output
+        one included), requests whose host sampling would need a whole-vocabulary pass
+        are sampled in the decode graph (``DevicePolicy.WHOLE_VOCAB`` says why); on the
+        CPU the host path measures faster for every setting."""
         if config.device_sampling != "auto":
-            return config.device_sampling == "on"
+            return DevicePolicy.ALL if config.device_sampling == "on" else DevicePolicy.OFF
         gpu_build = build_config().get("gpu_backend") in ("hip", "cuda", "vulkan")
-        return gpu_build and (config.gpu_layers == -1 or config.gpu_layers > n_layers)
+        on_gpu = gpu_build and (config.gpu_layers == -1 or config.gpu_layers > n_layers)
+        return DevicePolicy.WHOLE_VOCAB if on_gpu else DevicePolicy.OFF
 
     @staticmethod
     def _free_vram(config: LoadConfig) -> int | None:

@@ -77,6 +77,10 @@ class Request:
         """Tokens not yet in the KV cache: the prompt's rest, or the last sampled token."""
         return self.n_tokens - self.n_computed
 
+    @property
+    def last_token(self) -> int:
+        return self.generated[-1] if self.generated else self.prompt[-1]
+
     def tokens(self, start: int, count: int) -> list[int]:
         """Token ids at positions [start, start + count) of prompt + generated."""
         n_prompt = len(self.prompt)
