@@ -2,7 +2,7 @@
 # The fast-step comparison on an NVIDIA GPU (the stand-in for a Radeon in everything that
 # is not AMD-specific), in one call of under 8 minutes on a 16-core machine with no network.
 #
-#   bash scripts/gpu_bench.sh --prepare    # here, with PyPI reachable: packs .gpu/ (~12 MB)
+#   bash scripts/gpu_bench.sh --prepare    # here, with PyPI reachable: packs .gpu/ (~9 MB)
 #   bash scripts/gpu_bench.sh --dry-run    # prints what a run does
 #   bash scripts/gpu_bench.sh [OUT_DIR]    # on the GPU machine, .gpu/ carried next to the tree
 #
@@ -35,7 +35,8 @@ prepare() {
     llama.cpp llama.cpp.stamp.json
   pip wheel --quiet --no-deps -w "$PACK/wheels" --no-binary llama-cpp-python \
     --config-settings=cmake.define.LLAMA_BUILD=OFF --config-settings=cmake.define.LLAVA_BUILD=OFF llama-cpp-python==0.3.36
-  pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: gguf==0.19.0 httpx-sse==0.4.3
+  # llama_cpp imports diskcache at import time; the GPU machine has the rest (numpy, httpx, jinja2, rich)
+  pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: gguf==0.19.0 httpx-sse==0.4.3 diskcache==5.6.3
   du -sh "$PACK"
 }
 
