@@ -160,6 +160,7 @@ class TextModel(abc.ABC):
     @staticmethod
     def _check_prompt(prompt: Any) -> str | list[int]:
         if isinstance(prompt, str):
+            _require_utf8(prompt, "the prompt")
             return prompt
         if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
             return list(prompt)
@@ -188,6 +189,20 @@ def _messages(messages: Sequence[Message | dict[str, Any]]) -> list[Message]:
     if not messages:
         raise InvalidConfigError("chat needs at least one message")
     return [Message.coerce(m) for m in messages]
+
+
+def _require_utf8(text: str, what: str) -> None:
+    """A lone surrogate (``"\\ud800"``, as a lenient JSON decoder or a broken client can
+    hand over) has no UTF-8 form: llama.cpp and llama-server could never see it, so it
+    is refused here, for both backends, before any work starts."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end]
+        raise InvalidConfigError(
+            f"{what} contains a lone surrogate {bad!r} at index {exc.start}: it is not valid "
+            "Unicode text and has no UTF-8 form"
+        ) from exc
 
 
 def _prompt_list(prompts: Sequence[str | Sequence[int]]) -> list[str | Sequence[int]]:

@@ -6,9 +6,14 @@ concurrent callers never see each other's tokens or numbers.  A ``Finished``
 item ends the stream and carries the request's metrics and error; an error is
 raised here, in the caller's thread.
 
-Breaking out of ``for tok in model.generate(...)`` drops the stream, and its
-finalizer cancels the request; a stream kept in a variable should be closed
-(``close()``, ``cancel()`` or ``with``).
+A consumer that goes away cancels the request at once, whatever way it goes:
+breaking out of ``for``/``async for`` drops the stream and its finalizer cancels
+the request (an ``async for`` never calls ``aclose`` on a plain async iterator);
+a task cancelled while it waits for a token cancels it; so does a producer that
+finds the consumer's event loop closed.  Cancelling only sets the producer's
+flag (thread-safe, never blocks), so it is safe from a finalizer.  A stream kept
+in a variable should still be closed (``close()``/``aclose()`` or ``with``),
+which also waits until the request's KV cells are free.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,17 +50,28 @@ class Sink(Protocol):
 
 class AsyncSink:
     """A sink for an asyncio consumer: items cross into the event loop with
-    ``call_soon_threadsafe``, so no executor thread waits per stream."""
+    ``call_soon_threadsafe``, so no executor thread waits per stream.  Once the loop
+    is closed nobody can listen any more, and ``on_loop_closed`` (the request's cancel)
+    is called, so the producer stops at once instead of running to ``max_tokens``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.on_loop_closed: Callable[[], None] | None = None
 
     def put(self, item: Any) -> None:
         try:
             self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
         except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
+            if self.on_loop_closed is not None and not isinstance(item, Finished):
+                self.on_loop_closed()
+
+
+def _cancel_quietly(cancel: Callable[[], None]) -> None:
+    try:
+        cancel()
+    except Exception:  # interpreter shutdown: nothing left to cancel
+        pass
 
 
 class _Base:
@@ -63,6 +80,9 @@ class _Base:
         self._on_finish = on_finish
         self._deadline = time.monotonic() + timeout if timeout else None
         self.finished: Finished | None = None
+        # Cancels the request when the stream is dropped unfinished (``break``, garbage
+        # collection, interpreter exit); holds ``cancel`` only, never the stream.
+        self._finalizer = weakref.finalize(self, _cancel_quietly, cancel)
 
     @property
     def metrics(self) -> GenerateMetrics | None:
@@ -86,6 +106,7 @@ class _Base:
 
     def _finish(self, item: Finished) -> None:
         self.finished = item
+        self._finalizer.detach()
         self._on_finish(item)
 
     def _timed_out(self) -> Finished:
@@ -143,13 +164,6 @@ class TokenStream(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        if self.finished is None:
-            try:
-                self._cancel()
-            except Exception:  # interpreter shutdown: nothing left to cancel
-                pass
-
 
 class AsyncTokenStream(_Base):
     """``async for tok in model.agenerate(...)``; the event loop is never blocked."""
@@ -157,6 +171,7 @@ class AsyncTokenStream(_Base):
     def __init__(self, sink: AsyncSink, cancel: Callable[[], None], timeout: float | None, on_finish: Callable[[Finished], None]) -> None:
         super().__init__(cancel, timeout, on_finish)
         self._queue = sink.queue
+        sink.on_loop_closed = cancel
 
     def __aiter__(self) -> AsyncIterator[Token]:
         return self
@@ -168,6 +183,9 @@ class AsyncTokenStream(_Base):
             item = await asyncio.wait_for(self._queue.get(), self._wait_s())
         except asyncio.TimeoutError:
             item = self._timed_out()
+        except asyncio.CancelledError:  # the task waiting for the next token is gone
+            self._cancel()
+            raise
         if isinstance(item, Finished):
             self._finish(item)
             if item.error is not None:

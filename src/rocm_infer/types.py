@@ -76,6 +76,13 @@ class Message:
     def __post_init__(self) -> None:
         _require(self.role in ROLES, f"unknown chat role {self.role!r}; use one of {', '.join(ROLES)}")
         _require(isinstance(self.content, str), "message content must be a string")
+        try:  # a lone surrogate has no UTF-8 form: neither backend could ever send it
+            self.content.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidConfigError(
+                f"message content contains a lone surrogate {exc.object[exc.start:exc.end]!r} at index "
+                f"{exc.start}: it is not valid Unicode text and has no UTF-8 form"
+            ) from exc
 
     @classmethod
     def coerce(cls, value: Message | dict[str, Any]) -> Message:

@@ -80,6 +80,8 @@ class ServerModel(TextModel):
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             )
             self._info = self._describe(path, config, backend_name, facts)
+            self._eog_ids = self._end_of_generation_ids()
+            self._byte_spellings: dict[str, list[int] | None] = {}
         except BaseException:
             self._process.close()
             raise
@@ -135,6 +137,26 @@ class ServerModel(TextModel):
             has_chat_template=self._has_template,
         )
 
+    def _end_of_generation_ids(self) -> frozenset[int]:
+        """llama.cpp's own end-of-generation set (``llama_vocab_is_eog``): with ``ignore_eos``
+        the server bans each of those tokens with a logit bias and reports the biases back."""
+        body = {"prompt": "x", "n_predict": 1, "ignore_eos": True, "cache_prompt": False, "temperature": 0.0}
+        biases = self._request("POST", "/completion", body).get("generation_settings", {}).get("logit_bias", [])
+        return frozenset(int(b["token"]) if isinstance(b, dict) else int(b[0]) for b in biases)
+
+    def _byte_ids(self, char: str, count: int) -> list[int] | None:
+        """The ids of the ``count`` single-byte tokens that spell ``char``, or None when the
+        vocabulary spells it otherwise (``ChunkReader`` recovers ids the server never sent)."""
+        if char not in self._byte_spellings:
+            body = {"content": char, "with_pieces": True, "add_special": False}
+            pieces = self._request("POST", "/tokenize", body).get("tokens", [])
+            single = all(isinstance(p.get("piece"), list) and len(p["piece"]) == 1 for p in pieces)
+            if len(self._byte_spellings) >= 4096:  # a bound, not an LRU: such characters are rare
+                self._byte_spellings.clear()
+            self._byte_spellings[char] = [int(p["id"]) for p in pieces] if pieces and single else None
+        ids = self._byte_spellings.get(char)
+        return ids if ids is not None and len(ids) == count else None
+
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
         if self._closed:
             raise ModelClosedError("the model is closed; load it again")
@@ -144,9 +166,14 @@ class ServerModel(TextModel):
             raise InvalidConfigError("the llama_server backend cannot return full logits; use the llama_cpp backend")
         self._process.check_alive()
         self._workers = {w for w in self._workers if w.is_alive()}
-        worker = StreamWorker(self._client, completion_body(prompt, config, classify), config, sink, classify, self._crash_error)
+        worker = StreamWorker(
+            self._client, completion_body(prompt, config, classify), config, sink, classify, self._crash_error,
+            self._eog_ids, self._byte_ids,
+        )
         self._workers.add(worker)
         worker.start()
+        if self._closed:  # close() ran while this request was being set up
+            worker.cancel(ModelClosedError("the model was closed while this request was live"))
         return worker.cancel
 
     def _crash_error(self, exc: BaseException) -> ServerCrashedError:

@@ -1,26 +1,33 @@
 """The ``llama-server`` child process: found, started, watched and stopped.
 
 Started without a shell, on 127.0.0.1 only, on a free port (another one is
-tried when the port turns out to be taken), with a random API key; the model
-path follows ``-m`` as its own argument, so a path starting with ``-`` is never
-read as an option.  The child asks the kernel to SIGKILL it when its parent
+tried when the port turns out to be taken), with a random API key passed in the
+child's environment (``LLAMA_API_KEY``), never on its command line, which every
+local user can read in ``/proc/PID/cmdline``; the model path follows ``-m`` as its
+own argument, so a path starting with ``-`` is never read as an option.  It is
+ready when an authenticated request succeeds and a wrong key is refused, so
+another process that answers on the port can never pass for it.  Its stderr is
+read by a thread into bounded memory (``StderrLog``).  The child asks the kernel to SIGKILL it when its parent
 dies (``PR_SET_PDEATHSIG``), so it never outlives the Python process, even one
 killed with SIGKILL.  ``close()`` sends SIGTERM, waits, then SIGKILLs.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
 import secrets
+import select
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -30,6 +37,9 @@ from ..hardware import masked_environment
 
 PORT_ATTEMPTS = 3
 TERM_GRACE_S = 5.0
+STDERR_HEAD_BYTES = 1 << 20  # the start-up log, kept whole up to this size (model facts are read from it)
+STDERR_TAIL_LINES = 200  # after start-up, only the last lines
+STDERR_LINE_BYTES = 8192  # a longer line is cut into pieces of this size
 _PR_SET_PDEATHSIG = 1
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rocm-infer-spawner")
 
@@ -67,25 +77,118 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+class StderrLog:
+    """The child's stderr, read from a pipe by a thread so that the child never blocks on
+    a full pipe, into bounded memory: the start-up log whole (up to ``STDERR_HEAD_BYTES``,
+    until ``end_head``), then only the last ``STDERR_TAIL_LINES`` lines.
+
+    The pipe is non-blocking and read only under the lock, so ``text()`` first takes
+    whatever the child has written so far: a reader sees every line written before it
+    asked, not what the thread happened to have reached.
+    """
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._pipe = pipe
+        self._fd = pipe.fileno()
+        os.set_blocking(self._fd, False)
+        self._lock = threading.Lock()
+        self._partial = b""
+        self._head: list[str] = []
+        self._head_bytes = 0
+        self._head_open = True
+        self._dropped = 0
+        self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self._eof = False
+        self._thread = threading.Thread(target=self._pump, name="rocm-infer-server-stderr", daemon=True)
+        self._thread.start()
+
+    def end_head(self) -> None:
+        """Start-up is over: from now on only the tail is kept."""
+        with self._lock:
+            self._read_available()
+            self._head_open = False
+
+    def text(self) -> str:
+        with self._lock:
+            self._read_available()
+            skipped = [f"[... {self._dropped} lines not kept ...]"] if self._dropped else []
+            return "\n".join([*self._head, *skipped, *self._tail])
+
+    def last_lines(self, count: int) -> list[str]:
+        with self._lock:
+            self._read_available()
+            lines = [*self._head[-count:], *self._tail][-count:]
+            return lines + ([self._partial.decode("utf-8", "replace")] if self._partial else [])
+
+    def close(self, wait_s: float = 1.0) -> None:
+        self._thread.join(wait_s)
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                select.select([self._fd], [], [], 0.5)
+            except (OSError, ValueError):  # closed under us
+                return
+            with self._lock:
+                if not self._read_available():
+                    return
+
+    def _read_available(self) -> bool:
+        """Take what the pipe holds now (call with the lock held); False once it is closed."""
+        while not self._eof:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                self._eof = True
+                if self._partial:
+                    self._keep(self._partial)
+                    self._partial = b""
+                self._pipe.close()
+                return False
+            *lines, self._partial = (self._partial + data).split(b"\n")
+            while len(self._partial) > STDERR_LINE_BYTES:
+                lines.append(self._partial[:STDERR_LINE_BYTES])
+                self._partial = self._partial[STDERR_LINE_BYTES:]
+            for line in lines:
+                for start in range(0, max(len(line), 1), STDERR_LINE_BYTES):
+                    self._keep(line[start : start + STDERR_LINE_BYTES])
+        return False
+
+    def _keep(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace")
+        if self._head_open and self._head_bytes + len(raw) <= STDERR_HEAD_BYTES:
+            self._head.append(line)
+            self._head_bytes += len(raw)
+            return
+        if len(self._tail) == self._tail.maxlen:
+            self._dropped += 1
+        self._tail.append(line)
+
+
 class ServerProcess:
     """Owns one running llama-server."""
 
     def __init__(self, binary: Path, args: list[str], ready_timeout_s: float = 120.0, port: int | None = None) -> None:
         self.api_key = secrets.token_urlsafe(24)
-        self._stderr = tempfile.TemporaryFile()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: StderrLog | None = None
         last_error = ""
         for attempt in range(PORT_ATTEMPTS):
             self.port = port if (port is not None and attempt == 0) else free_port()
             self._spawn(binary, args)
             problem = self._wait_ready(ready_timeout_s)
             if problem is None:
+                assert self._log is not None
+                self._log.end_head()
                 return
             last_error = problem
             self._kill()
             if "bind" not in problem.lower() and "address already in use" not in problem.lower():
                 break
-        self._stderr.close()
         raise BackendUnavailableError(f"llama-server did not start: {last_error}")
 
     @property
@@ -98,24 +201,37 @@ class ServerProcess:
         return self.proc.pid
 
     def _spawn(self, binary: Path, args: list[str]) -> None:
-        self._stderr.seek(0)
-        self._stderr.truncate()
-        cmd = [str(binary), *args, "--host", "127.0.0.1", "--port", str(self.port), "--api-key", self.api_key]
-        self.proc = _SPAWNER.submit(
-            subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            preexec_fn=_die_with_parent, close_fds=True, env=masked_environment(dict(os.environ)),
-        ).result()
+        cmd = [str(binary), *args, "--host", "127.0.0.1", "--port", str(self.port)]
+        env = masked_environment(dict(os.environ))
+        env.pop("LLAMA_ARG_API_KEY_FILE", None)  # would add keys of someone else's choosing
+        env["LLAMA_API_KEY"] = self.api_key  # the environment, unlike argv, is private to our user
+        try:
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=_die_with_parent, close_fds=True, env=env,
+            ).result()
+        except OSError as exc:
+            raise BackendUnavailableError(f"llama-server could not be started from {binary}: {exc}") from exc
+        assert self.proc.stderr is not None
+        self._log = StderrLog(self.proc.stderr)
 
     def _wait_ready(self, timeout_s: float) -> str | None:
-        """Poll ``/health`` until it answers 200; None when ready, else what went wrong."""
+        """None once the child answers an authenticated request and refuses a wrong key
+        (``/health`` needs no key, so any process on the port could pass it), else what
+        went wrong.  Until the model is loaded every other route answers 503."""
         deadline = time.monotonic() + timeout_s
+        ours = {"Authorization": f"Bearer {self.api_key}"}
+        wrong = {"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 code = self.proc.poll() if self.proc else None
                 if code is not None:
                     return f"exited with code {code}: {self.stderr_tail()}"
                 try:
-                    if client.get(f"{self.base_url}/health").status_code == 200:
+                    if (
+                        client.get(f"{self.base_url}/v1/models", headers=ours).status_code == 200
+                        and client.get(f"{self.base_url}/v1/models", headers=wrong).status_code == 401
+                    ):
                         return None
                 except httpx.TransportError:
                     pass
@@ -123,12 +239,12 @@ class ServerProcess:
         return f"not ready after {timeout_s:.0f} s: {self.stderr_tail()}"
 
     def stderr_text(self) -> str:
-        self._stderr.flush()
-        self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
+        """The start-up log, then the last lines (bounded, however long the child runs)."""
+        return self._log.text() if self._log else ""
 
     def stderr_tail(self, lines: int = 8) -> str:
-        return " | ".join(self.stderr_text().strip().splitlines()[-lines:]) or "(no output)"
+        tail = self._log.last_lines(lines) if self._log else []
+        return " | ".join(line for line in tail if line.strip()) or "(no output)"
 
     def check_alive(self) -> None:
         code = self.proc.poll() if self.proc else -1
@@ -139,6 +255,8 @@ class ServerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self._log is not None:
+            self._log.close()
 
     def close(self) -> None:
         if self.proc is None:
@@ -148,9 +266,11 @@ class ServerProcess:
             try:
                 self.proc.wait(TERM_GRACE_S)
             except subprocess.TimeoutExpired:
-                self._kill()
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
         self.proc = None
-        self._stderr.close()
 
     def __enter__(self) -> ServerProcess:
         return self

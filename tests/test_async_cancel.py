@@ -1,0 +1,159 @@
+"""An async consumer that goes away cancels its request at once, on both backends.
+
+Every way a consumer leaves is tried: ``break`` out of ``async for`` (which never calls
+``aclose``), ``aclose()``, the stream dropped, the task cancelled while the stream is
+still referenced elsewhere, and the event loop closed under a stream that is still
+referenced.  Each request asks for far more tokens than it can produce before it is
+cancelled (``ignore_eos``, so it cannot stop early), and each test then waits, with
+no clock, until the backend is idle and checks that the request was cut short: the
+in-process engine took few steps and holds no KV cells; llama-server's slot decoded
+few tokens.  A request that was not cancelled would run to ``MAX_TOKENS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+import rocm_infer as ri
+
+MAX_TOKENS = 256
+PROMPT = "Once upon a time, in a land far away,"
+
+
+class Idle:
+    """Waits until a backend has nothing live, then says how much work the cancelled
+    request did since ``__init__``."""
+
+    def __init__(self, model: ri.TextModel) -> None:
+        self.model = model
+        self.steps_before = model.engine_stats().steps if model.info.backend != "llama_server" else 0
+
+    def work_done(self) -> int:
+        if self.model.info.backend == "llama_server":
+            return self._server_tokens()
+        while self.model.cache_occupancy():
+            time.sleep(0.01)
+        steps = self.model.engine_stats().steps
+        assert self.model.cache_occupancy() == {}
+        return steps - self.steps_before
+
+    def _server_tokens(self) -> int:
+        headers = {"Authorization": f"Bearer {self.model._process.api_key}"}
+        while True:
+            slots = httpx.get(self.model.base_url + "/slots", headers=headers).json()
+            if not any(slot["is_processing"] for slot in slots):
+                return max(slot["next_token"][0]["n_decoded"] for slot in slots)
+            time.sleep(0.1)  # each look waits for the server's next step: do not crowd it
+
+
+@pytest.fixture(scope="module")
+def server_one_slot(gemma_path) -> Iterator[ri.TextModel]:
+    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=2048) as loaded:
+        yield loaded
+
+
+@pytest.fixture(params=["llama_cpp", "llama_server"])
+def backend(request) -> ri.TextModel:
+    return request.getfixturevalue("model" if request.param == "llama_cpp" else "server_one_slot")
+
+
+def assert_cut_short(idle: Idle) -> None:
+    done = idle.work_done()
+    assert done < MAX_TOKENS // 2, f"the request kept running after its consumer left ({done} steps/tokens)"
+
+
+def run(coro_fn: Callable[[], object]) -> object:
+    return asyncio.run(coro_fn())
+
+
+def test_break_out_of_async_for(backend):
+    idle = Idle(backend)
+
+    async def main():
+        async for _ in backend.agenerate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True):
+            break
+
+    run(main)
+    assert_cut_short(idle)
+
+
+def test_aclose(backend):
+    idle = Idle(backend)
+
+    async def main():
+        stream = backend.agenerate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True)
+        await stream.__anext__()
+        await stream.aclose()
+        return stream.finish_reason
+
+    assert run(main) == "cancelled"
+    assert_cut_short(idle)
+
+
+def test_dropping_the_stream(backend):
+    idle = Idle(backend)
+
+    async def main():
+        stream = backend.agenerate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True)
+        await stream.__anext__()
+        del stream
+        gc.collect()
+
+    run(main)
+    assert_cut_short(idle)
+
+
+def test_cancelling_the_task_while_the_stream_is_still_referenced(backend):
+    idle = Idle(backend)
+    kept = []  # keeps the stream alive: only the task's cancellation may end the request
+
+    async def main():
+        started = asyncio.Event()
+
+        async def consume():
+            stream = backend.agenerate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True)
+            kept.append(stream)
+            async for _ in stream:
+                started.set()
+
+        task = asyncio.create_task(consume())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main)
+    assert_cut_short(idle)
+    assert kept[0].finished is None  # nobody read the end; the request ended all the same
+
+
+def test_closing_the_event_loop_under_a_live_stream(backend):
+    idle = Idle(backend)
+    loop = asyncio.new_event_loop()
+
+    async def start():
+        stream = backend.agenerate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True)
+        await stream.__anext__()
+        return stream
+
+    try:
+        stream = loop.run_until_complete(start())
+    finally:
+        loop.close()
+    assert_cut_short(idle)
+    assert stream.finished is None
+
+
+def test_a_cancelled_consumer_leaves_the_model_serving(backend):
+    async def main():
+        async for _ in backend.agenerate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True):
+            break
+        return [tok async for tok in backend.agenerate(PROMPT, max_tokens=4, ignore_eos=True)]
+
+    assert len(run(main)) == 4
