@@ -153,7 +153,9 @@ class LoadConfig:
     without top-k, min-p alone, pure temperature) when the output layer is on a GPU, and
     everything else on the host (all rows of a step at once, numpy); ``"on"`` puts every
     request the device can sample there, ``"off"`` none (the llama-server backend passes
-    ``"on"`` as ``--backend-sampling``).
+    ``"on"`` as ``--backend-sampling``).  ``prefix_cache``: a finished request's KV cells
+    stay cached, and a new request reuses the longest prefix it shares with any cached
+    or running one (in-process; see ``native/kv_slots.py``).
     """
 
     backend: str | None = None
@@ -164,6 +166,7 @@ class LoadConfig:
     n_threads: int = 0
     batch_size: int = 512
     device_sampling: DeviceSampling = "auto"
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         _require(self.backend is None or isinstance(self.backend, str), "backend must be a name or None")
@@ -174,6 +177,7 @@ class LoadConfig:
         _require(_is_int(self.n_threads) and self.n_threads >= 0, f"n_threads must be an integer >= 0, got {self.n_threads!r}")
         _require(_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         _require(self.device_sampling in ("auto", "on", "off"), f"device_sampling must be 'auto', 'on' or 'off', got {self.device_sampling!r}")
+        _require(isinstance(self.prefix_cache, bool), f"prefix_cache must be True or False, got {self.prefix_cache!r}")
 
 
 @dataclass(frozen=True)

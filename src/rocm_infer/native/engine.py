@@ -35,6 +35,7 @@ from .batch import Batch
 from .device_sampling import DevicePolicy, DeviceSamplers, runs_on_device
 from .handles import LlamaContext
 from .host_sampling import HostSampler, sample_rows
+from .kv_slots import KvSlots
 from .request import Request, RequestKind, RequestStatus
 from .sampling import resolve_seed, token_logprob
 from .scheduler import Chunk, StepPlan, plan_step
@@ -47,7 +48,8 @@ _SHUTDOWN = object()
 
 
 class Engine:
-    def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy) -> None:
+    def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy,
+                 prefix_cache: bool) -> None:
         self._ctx = ctx
         self._device_policy = device_policy
         self._device = DeviceSamplers(ctx, vocab.n_tokens) if device_policy is not DevicePolicy.OFF else None
@@ -56,8 +58,7 @@ class Engine:
         self._budget = budget
         self._weights_bytes = weights_bytes
         self._batch = Batch(budget)
-        self._free_slots = list(range(n_slots - 1, -1, -1))
-        self._free_cells = ctx.n_ctx
+        self.kv = KvSlots(ctx, n_slots, prefix_cache)  # read only on the engine thread (``call``)
         self._running: list[Request] = []
         self._waiting: deque[Request] = deque()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -110,7 +111,7 @@ class Engine:
     def _step(self) -> None:
         started = time.perf_counter()
         self._reap(started)
-        plan = plan_step(self._running, self._waiting, len(self._free_slots), self._free_cells, self._n_ctx, self._budget)
+        plan = self._plan()
         if not plan.chunks:
             return
         try:
@@ -127,6 +128,16 @@ class Engine:
             for request in {chunk.request for chunk in plan.chunks}:
                 if not request.status.finished:
                     self._finish(request, RequestStatus.FINISHED_ERROR, error)
+
+    def _plan(self) -> StepPlan:
+        """Match waiting requests with reusable prefixes, then plan; while the head of the
+        queue does not fit, evict cached prefixes it does not reuse and plan again."""
+        while True:
+            self.kv.match(self._waiting, self._running)
+            plan = plan_step(self._running, self._waiting, self.kv.free_ids, self.kv.free_cells, self._n_ctx, self._budget)
+            head = self._waiting[0] if self._waiting else None
+            if head is None or head in plan.admitted or head.deferred or not self.kv.evict_for(head):
+                return plan
 
     def _take_inbox(self, block: bool) -> bool:
         """Move submissions into the waiting queue; False once shutdown arrives."""
@@ -162,10 +173,9 @@ class Engine:
         now = time.perf_counter()
         for request in admitted:
             self._waiting.remove(request)
-            request.seq_id = self._free_slots.pop()
+            self.kv.admit(request, self._n_ctx)
+            self.stats.prompt_tokens_reused += request.reuse_len
             self._place_sampling(request)
-            request.reserved_cells = request.cells_needed(self._n_ctx)
-            self._free_cells -= request.reserved_cells
             request.status = RequestStatus.RUNNING
             request.admitted_at = now
             self._running.append(request)
@@ -277,9 +287,7 @@ class Engine:
         """End a request: free its KV cells and slot now, then send its last item."""
         if request in self._running:
             self._running.remove(request)
-            self._ctx.remove_sequence(request.seq_id)
-            self._free_slots.append(request.seq_id)
-            self._free_cells += request.reserved_cells
+            self.kv.finish(request, keep=status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH))
         elif request in self._waiting:
             self._waiting.remove(request)
         request.status = status

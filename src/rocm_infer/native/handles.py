@@ -151,6 +151,11 @@ class LlamaContext(_OwnedPointer):
         """Free every KV cell of one sequence (positions 0..end)."""
         self._llama.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
 
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        """Make the cells of ``src`` at positions [0, length) belong to ``dst`` too (the
+        unified cache shares them: nothing is copied or recomputed)."""
+        self._llama.llama_memory_seq_cp(self.memory, src, dst, 0, length)
+
     def sequence_max_pos(self, seq_id: int) -> int:
         """Highest position the cache holds for a sequence, -1 when it holds none."""
         return int(self._llama.llama_memory_seq_pos_max(self.memory, seq_id))

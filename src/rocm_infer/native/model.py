@@ -36,6 +36,7 @@ from .devices import tracker
 from .engine import Engine
 from .stats import EngineStats
 from .handles import LlamaContext, LlamaModel
+from .kv_slots import CacheStats
 from .request import Request, RequestKind
 from .vocab import Vocab
 
@@ -61,7 +62,8 @@ class NativeModel(TextModel):
             self._vocab = Vocab(self._model.vocab)
             self._info = self._describe(path, config, backend_name, trained, reason, slots)
             self._template = template_for(self._model.chat_template(), self._info.architecture)
-            self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy)
+            self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
+                                  config.prefix_cache)
             self._stack.callback(self._engine.close)
             memory.sample()
         except BaseException:
@@ -113,14 +115,20 @@ class NativeModel(TextModel):
         return self._engine.call(lambda _ctx: dataclasses.replace(self._engine.stats))
 
     def cache_occupancy(self) -> dict[int, int]:
-        """Positions held in the KV cache per sequence id, read on the engine thread
-        (sequences holding nothing are left out)."""
+        """Positions held in the KV cache per sequence id by everything but the prefix
+        cache's entries (those are in ``cache_stats()``), read on the engine thread:
+        once no request is live this is empty, or cells leaked."""
         slots = self._info.parallel_slots
 
         def read(ctx: LlamaContext) -> dict[int, int]:
-            return {seq: pos + 1 for seq in range(slots) if (pos := ctx.sequence_max_pos(seq)) >= 0}
+            cached = self._engine.kv.cached_ids()
+            return {seq: pos + 1 for seq in range(slots) if seq not in cached and (pos := ctx.sequence_max_pos(seq)) >= 0}
 
         return self._engine.call(read)
+
+    def cache_stats(self) -> CacheStats:
+        """The prefix cache: entries, cells they hold, hits, prompt tokens reused, evictions."""
+        return self._engine.call(lambda _ctx: self._engine.kv.stats())
 
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
         if self._closed:

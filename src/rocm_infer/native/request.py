@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..stream import Sink
 from ..types import GenerateConfig
 from .detokenize import Detokenizer
@@ -54,10 +56,13 @@ class Request:
     # ---- engine-owned from here on ----
     status: RequestStatus = RequestStatus.WAITING
     seq_id: int = -1
-    reserved_cells: int = 0
     n_computed: int = 0
     generated: list[int] = field(default_factory=list)
     host_sampler: HostSampler | None = None  # None while waiting, and when the device samples it
+    # set before each plan while waiting (kv_slots.match): the prefix it would reuse
+    reuse_from: int | None = None
+    reuse_len: int = 0
+    deferred: bool = False
     detokenizer: Detokenizer = field(default_factory=Detokenizer)
     stops: StopMatcher = field(init=False)
     admitted_at: float = 0.0
@@ -66,6 +71,7 @@ class Request:
 
     def __post_init__(self) -> None:
         self.stops = StopMatcher(self.config.stop)
+        self._prompt_ids: np.ndarray | None = None
         self.deadline = self.submitted_at + self.config.timeout if self.config.timeout else None
 
     @property
@@ -76,6 +82,16 @@ class Request:
     def pending(self) -> int:
         """Tokens not yet in the KV cache: the prompt's rest, or the last sampled token."""
         return self.n_tokens - self.n_computed
+
+    def prompt_ids(self) -> np.ndarray:
+        """The prompt as an array, made once, for prefix matching."""
+        if self._prompt_ids is None:
+            self._prompt_ids = np.asarray(self.prompt, dtype=np.int32)
+        return self._prompt_ids
+
+    def computed_ids(self) -> np.ndarray:
+        """The token ids whose cells are in the KV cache."""
+        return np.asarray(self.tokens(0, self.n_computed), dtype=np.int32)
 
     @property
     def last_token(self) -> int:
@@ -92,11 +108,11 @@ class Request:
         return self.prompt[start:] + self.generated[: end - n_prompt]
 
     def cells_needed(self, n_ctx: int) -> int:
-        """KV cells to reserve at admission: the whole prompt plus every token it may
-        still generate, capped by the context (generation stops at its end)."""
+        """KV cells to reserve at admission: the prompt past its reused prefix plus every
+        token it may still generate, capped by the context (generation stops at its end)."""
         if self.kind is RequestKind.CLASSIFY:
-            return len(self.prompt)
-        return min(len(self.prompt) + self.config.max_tokens, n_ctx)
+            return len(self.prompt) - self.reuse_len
+        return min(len(self.prompt) + self.config.max_tokens, n_ctx) - self.reuse_len
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

@@ -13,7 +13,9 @@ KV cache (``pending``), and each step gives them room in one batch of at most
    preemption: an admitted request can always run to its end, so a full cache
    never forces work to be thrown away and recomputed; the price is that a
    request asking for many tokens waits until its reservation fits.  Admission
-   stops at the first request that does not fit, so none is overtaken forever.
+   stops at the first request that does not fit, so none is overtaken forever, and
+   at one deferred until a running request has computed the prefix it will reuse.
+   A waiting request's ``n_computed`` is the length of the prefix it will reuse.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def plan_step(
     admitted: list[Request] = []
     for request in waiting:
         cells = request.cells_needed(n_ctx)
-        if free_slots == 0 or budget == 0 or cells > free_cells:
+        if request.deferred or free_slots == 0 or budget == 0 or cells > free_cells:
             break
         admitted.append(request)
         free_slots -= 1

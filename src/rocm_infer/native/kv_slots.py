@@ -1,0 +1,157 @@
+"""The context's sequence ids and KV cells, and the prefix cache that lives in them.
+
+One owner for both: a request is admitted when a sequence id and the cells it may add
+are free, and those depend on what it can reuse.  With the prefix cache on:
+
+- a request that ends well (stop or length) leaves its sequence in the cache as an
+  entry (its token ids and cells) instead of freeing it; entries are evicted least
+  recently used, and only when a waiting request needs their id or their cells;
+- a waiting request starts from the longest common prefix with any entry or running
+  request: ``llama_memory_seq_cp`` makes those cells its own too (the unified cache
+  shares cells, nothing is recomputed) and only the rest of its prompt is prefilled;
+  at least one prompt token is always decoded, so the step has logits for it;
+- when a running request is still prefilling a prefix a waiting request shares (16
+  requests arriving with one system prompt), the waiting one is *deferred* until that
+  prefix is computed, then copies it: the prefix is computed once.
+
+What holds for which model: llama.cpp keeps a full-size SWA cache once several
+sequences share a unified cache (``llama_kv_cache_iswa``; ``n_seq_max > 1``), so a
+Gemma 3 prefix copied with ``seq_cp`` carries its sliding-window layers' cells as
+well and reuse is exact; with one slot an entry's id is the only one, so it is evicted
+before the next request and nothing is reused.  Recurrent and hybrid models (Mamba,
+Jamba, Qwen 3.5's linear attention) keep one state per sequence, not per position: a
+prefix of it cannot be cut out, so only an exact extension could reuse it; this
+cache is meant for attention models and is not checked for those.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cells import CellLedger
+from .handles import LlamaContext
+from .request import Request
+
+# A running request's prompt prefix shared with a waiting one is worth waiting for (the
+# waiting one is deferred) when at least this many of its tokens are still to compute.
+WAIT_FOR_PREFIX = 16
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    entries: int = 0
+    cells_held: int = 0
+    hits: int = 0
+    tokens_reused: int = 0
+    evictions: int = 0
+
+
+@dataclass
+class _Entry:
+    tokens: np.ndarray
+
+
+class KvSlots:
+    def __init__(self, ctx: LlamaContext, n_slots: int, prefix_cache: bool) -> None:
+        self._ctx = ctx
+        self._prefix_cache = prefix_cache
+        self._free_ids = list(range(n_slots - 1, -1, -1))
+        self._ledger = CellLedger(ctx.n_ctx)
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()  # seq id -> entry, oldest first
+        self._hits = self._reused = self._evictions = 0
+
+    @property
+    def free_ids(self) -> int:
+        return len(self._free_ids)
+
+    @property
+    def free_cells(self) -> int:
+        return self._ledger.free
+
+    def cached_ids(self) -> set[int]:
+        return set(self._entries)
+
+    def stats(self) -> CacheStats:
+        held = sum(self._ledger.charge(seq) for seq in self._entries)
+        return CacheStats(len(self._entries), held, self._hits, self._reused, self._evictions)
+
+    # ---- before planning -------------------------------------------------------------
+    def match(self, waiting: Sequence[Request], running: Sequence[Request]) -> None:
+        """Set each waiting request's best prefix source (``reuse_from``, ``reuse_len``,
+        and ``n_computed`` to match) or mark it deferred behind a running prefill.  Only
+        the requests a step could admit (one per free or evictable id) are looked at."""
+        for request in itertools.islice(waiting, len(self._free_ids) + len(self._entries)):
+            request.reuse_from, request.reuse_len, request.deferred = None, 0, False
+            request.n_computed = 0
+            if not self._prefix_cache:
+                continue
+            limit = len(request.prompt) - 1  # at least one token is decoded
+            ids = request.prompt_ids()
+            for seq, entry in self._entries.items():
+                self._consider(request, seq, _common_prefix(ids, entry.tokens, limit))
+            for source in running:
+                computed = min(source.n_computed, len(source.prompt))
+                full = _common_prefix(ids, source.prompt_ids(), limit)
+                if full - min(full, computed) >= WAIT_FOR_PREFIX and full > request.reuse_len:
+                    request.deferred = True
+                    break
+                self._consider(request, source.seq_id, min(full, computed))
+            request.n_computed = request.reuse_len
+
+    @staticmethod
+    def _consider(request: Request, seq: int, length: int) -> None:
+        if length > request.reuse_len:
+            request.reuse_from, request.reuse_len = seq, length
+
+    def evict_for(self, request: Request) -> bool:
+        """Evict the least recently used entry, the one ``request`` reuses from last (a
+        request that needs nearly the whole context may need its cells too); False when
+        no entry is left."""
+        victim = next((seq for seq in self._entries if seq != request.reuse_from), request.reuse_from)
+        if victim not in self._entries:
+            return False
+        del self._entries[victim]
+        self._drop(victim)
+        self._evictions += 1
+        return True
+
+    # ---- admission and the end of a request --------------------------------------------
+    def admit(self, request: Request, n_ctx: int) -> None:
+        """Give ``request`` a sequence id holding its reused prefix, and its cells."""
+        request.seq_id = self._free_ids.pop()
+        self._ledger.open(request.seq_id, request.reuse_len, request.cells_needed(n_ctx))
+        if request.reuse_from is not None and request.reuse_len > 0:
+            self._ctx.copy_prefix(request.reuse_from, request.seq_id, request.reuse_len)
+            self._ledger.share(request.reuse_from, request.seq_id, request.reuse_len)
+            if request.reuse_from in self._entries:
+                self._entries.move_to_end(request.reuse_from)
+            self._hits += 1
+            self._reused += request.reuse_len
+
+    def finish(self, request: Request, keep: bool) -> None:
+        """A running request ended: its sequence becomes a cache entry (``keep``) or is freed."""
+        tokens = request.computed_ids()
+        if keep and self._prefix_cache and len(tokens):
+            self._ledger.settle(request.seq_id, len(tokens))
+            self._entries[request.seq_id] = _Entry(tokens)
+        else:
+            self._drop(request.seq_id)
+
+    def _drop(self, seq: int) -> None:
+        self._ctx.remove_sequence(seq)
+        self._ledger.release(seq)
+        self._free_ids.append(seq)
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray, limit: int) -> int:
+    """Length of the common prefix of two token arrays, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    if n <= 0:
+        return 0
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
