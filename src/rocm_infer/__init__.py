@@ -42,6 +42,7 @@ from .stream import AsyncTokenStream, TokenStream
 from .types import (
     BatchResult,
     BuildInfo,
+    CacheStats,
     ClassifyResult,
     GenerateConfig,
     GenerateMetrics,
@@ -69,7 +70,7 @@ def load_model(model: str | os.PathLike[str] | None = None, config: LoadConfig |
 
 
 __all__ = [
-    "AsyncTokenStream", "Backend", "BackendUnavailableError", "BatchResult", "BuildInfo", "ClassifyResult",
+    "AsyncTokenStream", "Backend", "BackendUnavailableError", "BatchResult", "BuildInfo", "CacheStats", "ClassifyResult",
     "EngineError", "GenerateConfig", "GenerateMetrics", "InvalidConfigError", "InvalidModelError", "LoadConfig",
     "Message", "ModelClosedError", "ModelEntry", "ModelInfo", "ModelNotFoundError", "OutOfMemoryError", "PromptTooLongError",
     "RequestCancelledError", "RequestTimeoutError", "RocmInferError", "ServerCrashedError", "TextModel", "Token",

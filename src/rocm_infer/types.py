@@ -206,6 +206,18 @@ class GenerateMetrics:
 
 
 @dataclass(frozen=True)
+class CacheStats:
+    """The in-process prefix cache (``model.cache_stats()``): entries kept, the KV cells
+    they hold, admissions that reused a prefix, prompt tokens reused, entries evicted."""
+
+    entries: int = 0
+    cells_held: int = 0
+    hits: int = 0
+    tokens_reused: int = 0
+    evictions: int = 0
+
+
+@dataclass(frozen=True)
 class ClassifyResult:
     """The most likely next token after a prompt; ``logits`` (vocab-sized) when asked."""
 

@@ -4,11 +4,13 @@ Callers tokenize on their own thread and ``submit`` a ``Request``; from then on
 only the engine thread touches it.  Each step is plan, run, apply:
 
 - ``plan_step`` (pure) picks one token for every decoding request, prefill
-  chunks for new ones and admissions (see ``scheduler``);
+  chunks for new ones and admissions (see ``scheduler``), after ``KvSlots`` has
+  matched waiting requests with the prefixes they can reuse;
 - ``_run`` fills one ``llama_batch`` and calls ``llama_decode`` (the only code
   that does; ctypes releases the GIL meanwhile);
-- ``_apply`` samples, detokenizes, checks stops and pushes each request's
-  tokens to its own sink; finished requests free their KV cells at once.
+- ``_apply`` has the step's tokens chosen (``TokenChooser``: device or host),
+  detokenizes, checks stops and pushes each request's tokens to its own sink;
+  a finished request's cells become a prefix-cache entry or are freed at once.
 
 Errors come back as values on the request's sink and are raised in the
 caller's thread; an exception inside a step fails the requests of that step,
@@ -26,20 +28,19 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-import numpy as np
 
 from ..errors import EngineError, ModelClosedError, RequestTimeoutError, RocmInferError
 from ..stream import Finished
 from ..types import ClassifyResult, GenerateMetrics, Token
 from .batch import Batch
-from .device_sampling import DevicePolicy, DeviceSamplers, runs_on_device
+from .device_sampling import DevicePolicy
 from .handles import LlamaContext
-from .host_sampling import HostSampler, sample_rows
 from .kv_slots import KvSlots
 from .request import Request, RequestKind, RequestStatus
-from .sampling import resolve_seed, token_logprob
+from .sampling import token_logprob
 from .scheduler import Chunk, StepPlan, plan_step
 from .stats import EngineStats
+from .token_choice import TokenChooser
 from .vocab import Vocab
 
 _log = logging.getLogger("rocm_infer.engine")
@@ -51,8 +52,7 @@ class Engine:
     def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy,
                  prefix_cache: bool) -> None:
         self._ctx = ctx
-        self._device_policy = device_policy
-        self._device = DeviceSamplers(ctx, vocab.n_tokens) if device_policy is not DevicePolicy.OFF else None
+        self._chooser = TokenChooser(ctx, vocab.n_tokens, device_policy)
         self._vocab = vocab
         self._n_ctx = ctx.n_ctx
         self._budget = budget
@@ -175,26 +175,10 @@ class Engine:
             self._waiting.remove(request)
             self.kv.admit(request, self._n_ctx)
             self.stats.prompt_tokens_reused += request.reuse_len
-            self._place_sampling(request)
+            self._chooser.place(request)
             request.status = RequestStatus.RUNNING
             request.admitted_at = now
             self._running.append(request)
-
-    def _place_sampling(self, request: Request) -> None:
-        """Sample on the device where it can (its chain on the request's sequence),
-        otherwise on the host (and take any chain off that sequence)."""
-        config = request.config
-        seed = resolve_seed(config)
-        if self._device is not None:
-            if runs_on_device(request, self._device_policy) and self._device.attach(request.seq_id, config, seed):
-                return
-            self._device.detach(request.seq_id)
-        if request.kind is RequestKind.CLASSIFY:
-            request.host_sampler = HostSampler(temperature=0.0)
-            return
-        request.host_sampler = HostSampler(config.temperature, config.top_k, config.top_p, config.min_p, config.repeat_penalty, config.repeat_last_n, seed)
-        for token in request.prompt[-config.repeat_last_n :] if request.host_sampler.penalised else ():
-            request.host_sampler.accept(token)
 
     def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
         """Fill the batch and decode; returns (chunk, batch index) of each output row, in row order."""
@@ -223,7 +207,7 @@ class Engine:
         if not outputs:
             return
         started = time.perf_counter()
-        tokens, rows = self._sample(outputs)
+        tokens, rows = self._chooser.choose(outputs, self.stats)
         emitted = time.perf_counter()
         self.stats.sample_s += emitted - started
         for row, (chunk, _) in enumerate(outputs):
@@ -238,27 +222,6 @@ class Engine:
             logprob = token_logprob(rows[row], token) if request.config.logprobs and rows is not None else None
             self._emit(request, token, logprob, emitted)
         self.stats.emit_s += time.perf_counter() - emitted
-
-    def _sample(self, outputs: list[tuple[Chunk, int]]) -> tuple[list[int], np.ndarray | None]:
-        """One token per output row: device rows are read back, host rows are sampled
-        together from the logits (which llama.cpp copies only when a host row exists)."""
-        tokens = [0] * len(outputs)
-        host = [row for row, (chunk, _) in enumerate(outputs) if chunk.request.host_sampler is not None]
-        rows = None
-        if host:
-            rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._vocab.n_tokens))
-            block = rows if len(host) == len(outputs) else rows[host]
-            samplers = [outputs[row][0].request.host_sampler for row in host]
-            for row, token in zip(host, sample_rows(block, samplers)):  # type: ignore[arg-type]
-                tokens[row] = int(token)
-        if len(host) < len(outputs):
-            assert self._device is not None
-            for row, (chunk, batch_index) in enumerate(outputs):
-                if chunk.request.host_sampler is None:
-                    tokens[row] = self._device.token(batch_index)
-        self.stats.host_sampled += len(host)
-        self.stats.device_sampled += len(outputs) - len(host)
-        return tokens, rows
 
     def _emit(self, request: Request, token: int, logprob: float | None, now: float) -> None:
         """Turn one sampled token into stream output and decide whether the request ends."""
@@ -310,8 +273,7 @@ class Engine:
         )
 
     def _shutdown(self) -> None:
-        if self._device is not None:
-            self._device.close()
+        self._chooser.close()
         closed = ModelClosedError("the model was closed while this request was live")
         for request in [*self._running, *self._waiting]:
             self._finish(request, RequestStatus.FINISHED_CANCELLED, closed)

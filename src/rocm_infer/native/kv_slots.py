@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..types import CacheStats
 from .cells import CellLedger
 from .handles import LlamaContext
 from .request import Request
@@ -40,15 +41,6 @@ from .request import Request
 # A running request's prompt prefix shared with a waiting one is worth waiting for (the
 # waiting one is deferred) when at least this many of its tokens are still to compute.
 WAIT_FOR_PREFIX = 16
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    entries: int = 0
-    cells_held: int = 0
-    hits: int = 0
-    tokens_reused: int = 0
-    evictions: int = 0
 
 
 @dataclass

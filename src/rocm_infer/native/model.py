@@ -22,6 +22,7 @@ from ..interface import TextModel
 from ..models import kv_bytes_per_token, quantization, size_context
 from ..stream import Sink
 from ..types import (
+    CacheStats,
     DEFAULT_CONTEXT_CAP,
     DEFAULT_PARALLEL_SLOTS,
     GenerateConfig,
@@ -36,7 +37,6 @@ from .devices import tracker
 from .engine import Engine
 from .stats import EngineStats
 from .handles import LlamaContext, LlamaModel
-from .kv_slots import CacheStats
 from .request import Request, RequestKind
 from .vocab import Vocab
 

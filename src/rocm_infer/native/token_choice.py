@@ -1,0 +1,68 @@
+"""Choosing each step's tokens: where a request is sampled, and sampling a whole step.
+
+A request is placed once, at admission: a device chain on its sequence when the policy
+wants it there and llama.cpp accepts the chain (``device_sampling``), otherwise a host
+sampler (``host_sampling``).  A step's device rows are read back as tokens and its host
+rows are sampled together from the logits, which llama.cpp copies to the host only when
+some row of the step needs them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .device_sampling import DevicePolicy, DeviceSamplers, runs_on_device
+from .handles import LlamaContext
+from .host_sampling import HostSampler, sample_rows
+from .request import Request, RequestKind
+from .sampling import resolve_seed
+from .scheduler import Chunk
+from .stats import EngineStats
+
+
+class TokenChooser:
+    def __init__(self, ctx: LlamaContext, n_vocab: int, policy: DevicePolicy) -> None:
+        self._ctx = ctx
+        self._n_vocab = n_vocab
+        self._policy = policy
+        self._device = DeviceSamplers(ctx, n_vocab) if policy is not DevicePolicy.OFF else None
+
+    def place(self, request: Request) -> None:
+        """Sample on the device where the policy wants it and it can (a chain on the
+        request's sequence), otherwise on the host (and take any chain off that sequence)."""
+        config = request.config
+        seed = resolve_seed(config)
+        if self._device is not None:
+            if runs_on_device(request, self._policy) and self._device.attach(request.seq_id, config, seed):
+                return
+            self._device.detach(request.seq_id)
+        if request.kind is RequestKind.CLASSIFY:
+            request.host_sampler = HostSampler(temperature=0.0)
+            return
+        request.host_sampler = HostSampler(config.temperature, config.top_k, config.top_p, config.min_p, config.repeat_penalty, config.repeat_last_n, seed)
+        for token in request.prompt[-config.repeat_last_n :] if request.host_sampler.penalised else ():
+            request.host_sampler.accept(token)
+
+    def choose(self, outputs: list[tuple[Chunk, int]], stats: EngineStats) -> tuple[list[int], np.ndarray | None]:
+        """One token per output row, and the step's logits rows when they were copied."""
+        tokens = [0] * len(outputs)
+        host = [row for row, (chunk, _) in enumerate(outputs) if chunk.request.host_sampler is not None]
+        rows = None
+        if host:
+            rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._n_vocab))
+            block = rows if len(host) == len(outputs) else rows[host]
+            samplers = [outputs[row][0].request.host_sampler for row in host]
+            for row, token in zip(host, sample_rows(block, samplers)):  # type: ignore[arg-type]
+                tokens[row] = int(token)
+        if len(host) < len(outputs):
+            assert self._device is not None  # a row without a host sampler has a device chain
+            for row, (chunk, batch_index) in enumerate(outputs):
+                if chunk.request.host_sampler is None:
+                    tokens[row] = self._device.token(batch_index)
+        stats.host_sampled += len(host)
+        stats.device_sampled += len(outputs) - len(host)
+        return tokens, rows
+
+    def close(self) -> None:
+        if self._device is not None:
+            self._device.close()
