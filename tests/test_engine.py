@@ -1,6 +1,7 @@
 """Continuous batching: many requests share one context and one decode per step."""
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -126,3 +127,16 @@ def test_async_streams_without_blocking_the_event_loop(model):
     assert [i for i, _ in seen] == greedy_ids(model, PROMPTS[0])
     assert seen[-1][1] > seen[0][1] + 5  # the ticker kept running while tokens streamed
     assert isinstance(chat, str)
+
+
+def test_a_dropped_model_stops_its_engine_and_frees_the_context(gemma_path):
+    def engines() -> int:
+        return sum(thread.name == "rocm-infer-engine" for thread in threading.enumerate())
+
+    before = engines()
+    dropped = ri.load_model(gemma_path, backend="llama_cpp", parallel_slots=2)
+    dropped.generate("Hello", max_tokens=2).text()
+    assert engines() == before + 1
+    del dropped
+    gc.collect()
+    assert engines() == before

@@ -61,6 +61,18 @@ def test_stop_token_ids_end_the_stream(model):
     assert [t.id for t in stream] == ids[:cut] and stream.finish_reason == "stop"
 
 
+def test_text_held_back_is_released_when_a_stop_token_ends_the_stream(model):
+    """The second token's text is held (it starts a stop string that never completes);
+    a stop token id then ends generation, and the held text must still arrive."""
+    prompt = "Once upon a time"
+    free = list(model.generate(prompt, max_tokens=4))
+    holder = free[1].text
+    stream = model.generate(prompt, max_tokens=8, stop=(holder + "\x00never",), stop_tokens=(free[2].id,))
+    tokens = list(stream)
+    assert "".join(t.text for t in tokens) == free[0].text + holder
+    assert stream.finish_reason == "stop"
+
+
 def test_multibyte_characters_arrive_whole(model):
     stream = model.generate("Translate to Japanese and add emoji: I love cats. 私は猫が大好きです 🐱🐱 もっと", max_tokens=40)
     texts = [t.text for t in stream]

@@ -61,7 +61,9 @@ def merge_options(cls: type, config: Any, options: dict[str, Any]) -> Any:
 class Token:
     """One generated token. ``text`` is the text this token releases: it may be empty
     while a multi-byte character or a possible stop string is still incomplete, and
-    the concatenation of all ``text`` values is exactly the generated text."""
+    the concatenation of all ``text`` values is exactly the generated text.  An
+    end-of-generation (or ``stop_tokens``) token is yielded only when it releases text
+    held back before it, in-process; otherwise generation ends without yielding it."""
 
     id: int
     text: str

@@ -229,6 +229,10 @@ class Engine:
             request.first_token_at = now
         request.last_token_at = now
         if (self._vocab.is_eog(token) and not request.config.ignore_eos) or token in request.config.stop_tokens:
+            tail = self._flush_text(request)
+            if tail:  # text held back before the end token is the generation's, so it is sent
+                request.generated.append(token)
+                request.sink.put(Token(token, tail, logprob))
             self._finish(request, RequestStatus.FINISHED_STOPPED)
             return
         request.generated.append(token)
@@ -240,11 +244,18 @@ class Engine:
             status = RequestStatus.FINISHED_STOPPED
         elif len(request.generated) >= request.config.max_tokens or request.n_tokens >= self._n_ctx:
             status = RequestStatus.FINISHED_LENGTH
-            tail, stopped = request.stops.feed(request.detokenizer.flush())
-            released += tail if stopped else tail + request.stops.flush()
+            released += self._flush_text(request)
         request.sink.put(Token(token, released, logprob))
         if status is not None:
             self._finish(request, status)
+
+    @staticmethod
+    def _flush_text(request: Request) -> str:
+        """The text still held back (an unfinished character, the start of a possible stop
+        string) when generation ends without a stop string: released, up to a stop string
+        the flushed character completes."""
+        tail, stopped = request.stops.feed(request.detokenizer.flush())
+        return tail if stopped else tail + request.stops.flush()
 
     def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
         """End a request: free its KV cells and slot now, then send its last item."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -65,6 +66,9 @@ class NativeModel(TextModel):
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
                                   config.prefix_cache)
             self._stack.callback(self._engine.close)
+            # a model dropped without close() still stops its engine thread and frees the
+            # context and weights (the thread holds the context, never this object)
+            self._release = weakref.finalize(self, self._stack.close)
             memory.sample()
         except BaseException:
             self._stack.close()
@@ -151,7 +155,7 @@ class NativeModel(TextModel):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._stack.close()
+            self._release()
 
     def _describe(self, path: Path, config: LoadConfig, backend: str, trained: int, reason: str, slots: int) -> ModelInfo:
         llama = lib()
