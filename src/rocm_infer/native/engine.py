@@ -136,7 +136,10 @@ class Engine:
             self.kv.match(self._waiting, self._running)
             plan = plan_step(self._running, self._waiting, self.kv.free_ids, self.kv.free_cells, self._n_ctx, self._budget)
             head = self._waiting[0] if self._waiting else None
-            if head is None or head in plan.admitted or head.deferred or not self.kv.evict_for(head):
+            if head is None or head in plan.admitted or head.deferred:
+                return plan
+            short_of_room = self.kv.free_ids == 0 or head.cells_needed(self._n_ctx) > self.kv.free_cells
+            if not short_of_room or not self.kv.evict_for(head):  # (else it waits for this step's budget)
                 return plan
 
     def _take_inbox(self, block: bool) -> bool:
