@@ -16,9 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from near_tie import assert_same_until_near_tie
 
 import rocm_infer as ri
-from rocm_infer.server.client import UNKNOWN_ID, StreamWorker
+from rocm_infer.server.chunks import UNKNOWN_ID
+from rocm_infer.server.client import StreamWorker
 from rocm_infer.server.process import ServerProcess, find_server_binary
 from rocm_infer.stream import Finished
 from rocm_infer.types import GenerateConfig
@@ -177,6 +179,19 @@ def test_text_a_stop_string_held_back_comes_out_when_generation_ends(server, mod
     assert not {t.id for t in tokens} & server._eog_ids
 
 
+def test_text_a_stop_string_held_back_comes_out_at_max_tokens(server, model_fa):
+    """At ``max_tokens`` llama-server drops the text it held for a possible stop string;
+    in-process releases it, and so must the server backend."""
+    prompt = _stops_on_its_own(model_fa)
+    plain = server.generate(prompt, max_tokens=3, ignore_eos=True).text()
+    stop = (plain.rsplit(" ", 1)[-1] + " and more",)
+    remote = server.generate(prompt, max_tokens=3, ignore_eos=True, stop=stop)
+    local = model_fa.generate(prompt, max_tokens=3, ignore_eos=True, stop=stop)
+    remote_text, local_text = remote.text(), local.text()
+    assert remote.finish_reason == local.finish_reason == "length"
+    assert remote_text == local_text == plain
+
+
 HIEROGLYPHS = "𓀀𓀁𓀂 𓀀𓀁𓀂 𓀀𓀁𓀂 𓀀𓀁𓀂 𓀀"  # not in Gemma's vocabulary: spelled byte by byte
 
 
@@ -201,6 +216,14 @@ def test_a_limit_inside_a_character_still_counts_every_token(server, model_fa):
     assert [t.id for t in remote_tokens[:13]] == [t.id for t in local_tokens[:13]]
     assert [t.id for t in remote_tokens[13:]] == [UNKNOWN_ID, UNKNOWN_ID]
     assert "".join(t.text for t in remote_tokens) == "".join(t.text for t in local_tokens)
+
+
+def test_classify_gives_the_id_of_a_token_that_ends_inside_a_character(server, model_fa):
+    """The next token is the first byte of a four-byte character: a stream would carry no
+    chunk for it, so classify asks for the whole reply."""
+    [remote] = server.classify([HIEROGLYPHS])
+    [local] = model_fa.classify([HIEROGLYPHS])
+    assert_same_until_near_tie(model_fa, HIEROGLYPHS, [local.token], [remote.token])
 
 
 # ---- the child process: key, readiness, start, stderr -------------------------------------
@@ -228,13 +251,18 @@ class _AnswersEverything(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_another_server_on_the_port_is_not_taken_for_ours(gemma_path):
+def test_another_server_on_the_port_is_not_taken_for_ours(tmp_path, gemma_path):
+    """The child is slow to start (as a big model is), so the other program answers first;
+    it must still not pass for ours, and ours, failing to bind, is retried elsewhere."""
     binary, _ = find_server_binary()
+    slow = tmp_path / "slow-llama-server"
+    slow.write_text(f'#!/bin/sh\nsleep 2\nexec "{binary}" "$@"\n')
+    slow.chmod(0o755)
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AnswersEverything) as impostor:
         threading.Thread(target=impostor.serve_forever, daemon=True).start()
         taken = impostor.server_address[1]
         args = ["-m", str(gemma_path), "-c", "256", "-np", "1", "--no-webui"]
-        with ServerProcess(binary, args, port=taken) as proc:
+        with ServerProcess(slow, args, port=taken) as proc:
             assert proc.port != taken
             headers = {"Authorization": f"Bearer {proc.api_key}"}
             assert httpx.get(proc.base_url + "/v1/models", headers=headers).status_code == 200

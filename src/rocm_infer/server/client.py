@@ -3,8 +3,8 @@
 The native ``/completion`` endpoint is used (not the OpenAI one) because it can
 return the token ids of every chunk (``return_tokens``) and takes a prompt as
 text or ids, which the head-to-head comparison needs.  SSE is parsed by
-httpx-sse; nothing here parses the wire format by hand.  ``ChunkReader`` turns
-the server's chunks into the ``Token``s the in-process engine would emit.
+httpx-sse; nothing here parses the wire format by hand.  ``chunks.ChunkReader``
+turns the server's chunks into the ``Token``s the in-process engine would emit.
 """
 
 from __future__ import annotations
@@ -25,19 +25,15 @@ from ..errors import (
     ServerCrashedError,
 )
 from ..stream import Finished, Sink
-from ..types import ClassifyResult, FinishReason, GenerateConfig, GenerateMetrics, Token
+from ..types import ClassifyResult, FinishReason, GenerateConfig, GenerateMetrics
+from .chunks import ByteIds, ChunkReader, Detokenize
 
-_STOP_REASONS: dict[str, FinishReason] = {"eos": "stop", "word": "stop", "limit": "length"}
-UNKNOWN_ID = -1  # a token llama-server generated but never sent (see ``ChunkReader``)
-
-# ``ids_for(char, count)``: the ids of the ``count`` single-byte tokens that spell ``char``, or None
-ByteIds = Callable[[str, int], "list[int] | None"]
 
 
 def completion_body(prompt: str | list[int], config: GenerateConfig, classify: bool) -> dict[str, Any]:
     """Every sampling option spelled out: the server's own defaults (top_k 40, top_p 0.95,
     ...) must not apply where rocm_infer means "off".  Stop token ids have no server
-    option; the reader ends the stream at one (``ChunkReader``)."""
+    option; the reader ends the stream at one (``chunks.ChunkReader``)."""
     body: dict[str, Any] = {
         "prompt": prompt,
         "stream": True,
@@ -59,86 +55,6 @@ def completion_body(prompt: str | list[int], config: GenerateConfig, classify: b
     return body
 
 
-class ChunkReader:
-    """llama-server's ``/completion`` chunks in, the in-process engine's ``Token``s out.
-
-    What the server does differently, and how it is undone here (tools/server/
-    server-context.cpp, ``process_token``):
-
-    - The end-of-generation token comes as its own chunk (empty text, or the text a
-      possible stop string was holding back).  The in-process engine never emits it,
-      so it is dropped here and its text goes to the token before it.  A token with
-      empty text is therefore held back until the next chunk shows whether held-back
-      text follows; tokens with text go out at once, so no visible text waits.
-    - A token after which the text ends inside a UTF-8 character gets no chunk at all:
-      the next complete chunk carries only its own id, but ``tokens_predicted`` counts
-      every token.  The missing tokens are emitted before it, with empty text, so
-      counts and positions match in-process.  Their ids are recovered exactly when the
-      character is spelled by single-byte tokens (``byte_ids``: byte-fallback
-      vocabularies such as Gemma's and Llama 2's); otherwise the server has sent no
-      trace of them and the id is ``UNKNOWN_ID``.
-    - Stop token ids have no server option: the stream ends at one, which is not emitted.
-    """
-
-    def __init__(self, config: GenerateConfig, eog_ids: frozenset[int], byte_ids: ByteIds) -> None:
-        self._eog = frozenset() if config.ignore_eos else eog_ids
-        self._stop_ids = frozenset(config.stop_tokens)
-        self._logprobs = config.logprobs
-        self._byte_ids = byte_ids
-        self._pending: Token | None = None
-        self._predicted = 0  # tokens the server has accounted for, sent or not
-        self.generated = 0  # tokens handed out
-        self.reason: FinishReason | None = None  # set once the stream has ended
-
-    def feed(self, data: dict[str, Any]) -> list[Token]:
-        """The tokens one chunk releases; sets ``reason`` when the chunk ends the stream."""
-        if data.get("stop"):  # the final chunk: its text and ids were in the partials
-            out = self._release()
-            missing = int(data.get("tokens_predicted", self._predicted)) - self._predicted
-            stop_type = data.get("stop_type", "")
-            if stop_type == "limit" and missing > 0:  # cut inside a character: never sent
-                out += self._count([Token(UNKNOWN_ID, "") for _ in range(missing - 1)] + [Token(UNKNOWN_ID, "\ufffd")])
-            self.reason = _STOP_REASONS.get(stop_type, "stop")
-            return out
-        ids = data.get("tokens") or []
-        if not ids:  # a progress or start chunk
-            return []
-        token, text = int(ids[-1]), data.get("content", "")
-        predicted = int(data.get("tokens_predicted", self._predicted + 1))
-        missing = [Token(i, "") for i in self._recover(text, predicted - self._predicted - 1, token)]
-        self._predicted = predicted
-        if token in self._stop_ids:
-            self.reason = "stop"
-            return self._release() + self._count(missing)
-        if token in self._eog:
-            if self._pending is not None:
-                self._pending = Token(self._pending.id, self._pending.text + text, self._pending.logprob)
-            return self._release() + self._count(missing)
-        out = self._release() + self._count(missing)
-        current = Token(token, text, _logprob(data) if self._logprobs else None)
-        if text:
-            out += self._count([current])
-        else:
-            self._pending = current
-        return out
-
-    def _release(self) -> list[Token]:
-        pending, self._pending = self._pending, None
-        return self._count([pending]) if pending is not None else []
-
-    def _count(self, tokens: list[Token]) -> list[Token]:
-        self.generated += len(tokens)
-        return tokens
-
-    def _recover(self, text: str, count: int, last: int) -> list[int]:
-        if count <= 0:
-            return []
-        ids = self._byte_ids(text[-1], count + 1) if text else None
-        if ids is not None and len(ids) == count + 1 and ids[-1] == last:
-            return ids[:-1]
-        return [UNKNOWN_ID] * count
-
-
 class StreamWorker(threading.Thread):
     """Reads one request's SSE stream and puts ``Token``s, then ``Finished``, on its sink.
 
@@ -152,7 +68,7 @@ class StreamWorker(threading.Thread):
     def __init__(
         self, client: httpx.Client, body: dict[str, Any], config: GenerateConfig, sink: Sink, classify: bool,
         describe_crash: Callable[[BaseException], RocmInferError], eog_ids: frozenset[int] = frozenset(),
-        byte_ids: ByteIds | None = None,
+        byte_ids: ByteIds | None = None, detokenize: Detokenize | None = None,
     ) -> None:
         super().__init__(name="rocm-infer-sse", daemon=True)
         self._client = client
@@ -160,7 +76,7 @@ class StreamWorker(threading.Thread):
         self._sink = sink
         self._classify = classify
         self._describe_crash = describe_crash
-        self._reader = ChunkReader(config, eog_ids, byte_ids or (lambda _char, _count: None))
+        self._reader = ChunkReader(config, eog_ids, byte_ids or (lambda _char, _count: None), detokenize or (lambda _ids: ""))
         self._cancelled = threading.Event()
         self._cancel_error: BaseException | None = None
         self._response: httpx.Response | None = None
@@ -180,13 +96,34 @@ class StreamWorker(threading.Thread):
         reason: FinishReason = "error"
         error: BaseException | None = RocmInferError("the llama-server stream reader stopped without a result")
         try:
-            reason, error = self._read(), None
+            reason = self._read()
+            error = self._cancel_error if reason == "cancelled" else None
         except Exception as exc:  # noqa: BLE001 - every failure becomes the stream's typed error
             reason, error = self._failure(exc)
         finally:
             self._sink.put(Finished(reason, self._metrics(), error))
 
     def _read(self) -> FinishReason:
+        return self._classify_once() if self._classify else self._stream()
+
+    def _classify_once(self) -> FinishReason:
+        """One token, so no stream: the whole reply carries its id even when the token ends
+        inside a UTF-8 character (a stream would send no chunk for it)."""
+        response = self._client.post("/completion", json={**self._body, "stream": False}, headers={"Connection": "close"})
+        if self._cancelled.is_set():
+            return "cancelled"
+        if response.status_code != 200:
+            raise http_error(response)
+        data = response.json()
+        self._first_at = self._last_at = time.perf_counter()
+        self._prompt_tokens = data.get("tokens_evaluated", 0)
+        tokens = data.get("tokens") or []
+        if not tokens:
+            raise ServerCrashedError("llama-server returned no token for a classify request")
+        self._sink.put(ClassifyResult(int(tokens[0]), data.get("content", ""), None))
+        return "stop"
+
+    def _stream(self) -> FinishReason:
         # ``Connection: close``: llama-server drops a connection after a stream, so a pooled
         # one would fail the next request with "Server disconnected" on a healthy server.
         with connect_sse(self._client, "POST", "/completion", json=self._body, headers={"Connection": "close"}) as source:
@@ -208,9 +145,6 @@ class StreamWorker(threading.Thread):
                 now = time.perf_counter()
                 if data.get("tokens") and not self._first_at:
                     self._first_at = now
-                if self._classify and data.get("tokens"):
-                    self._sink.put(ClassifyResult(int(data["tokens"][0]), data.get("content", ""), None))
-                    return "stop"
                 tokens = self._reader.feed(data)
                 for token in tokens:
                     self._sink.put(token)
@@ -248,11 +182,6 @@ class StreamWorker(threading.Thread):
             decode_s=max(0.0, self._last_at - first) if first else 0.0,
             total_s=time.perf_counter() - self.submitted_at,
         )
-
-
-def _logprob(data: dict[str, Any]) -> float | None:
-    probs = data.get("completion_probabilities") or []
-    return probs[-1].get("logprob") if probs else None
 
 
 def http_error(response: httpx.Response) -> RocmInferError:

@@ -157,6 +157,9 @@ class ServerModel(TextModel):
         ids = self._byte_spellings.get(char)
         return ids if ids is not None and len(ids) == count else None
 
+    def _detokenize(self, ids: list[int]) -> str:
+        return str(self._request("POST", "/detokenize", {"tokens": ids}).get("content", ""))
+
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
         if self._closed:
             raise ModelClosedError("the model is closed; load it again")
@@ -168,7 +171,7 @@ class ServerModel(TextModel):
         self._workers = {w for w in self._workers if w.is_alive()}
         worker = StreamWorker(
             self._client, completion_body(prompt, config, classify), config, sink, classify, self._crash_error,
-            self._eog_ids, self._byte_ids,
+            self._eog_ids, self._byte_ids, self._detokenize,
         )
         self._workers.add(worker)
         worker.start()

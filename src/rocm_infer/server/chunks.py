@@ -1,0 +1,117 @@
+"""llama-server's ``/completion`` chunks turned into the ``Token``s the in-process engine emits.
+
+Pure: a chunk (a decoded JSON object) in, tokens out, no I/O, so every case is tested
+on hand-made chunks (``tests/test_chunk_reader.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..types import FinishReason, GenerateConfig, Token
+
+_STOP_REASONS: dict[str, FinishReason] = {"eos": "stop", "word": "stop", "limit": "length"}
+UNKNOWN_ID = -1  # a token llama-server generated but never sent (see ``ChunkReader``)
+
+# ``byte_ids(char, count)``: the ids of the ``count`` single-byte tokens that spell ``char``, or None
+ByteIds = Callable[[str, int], "list[int] | None"]
+Detokenize = Callable[[list[int]], str]
+
+
+class ChunkReader:
+    """llama-server's ``/completion`` chunks in, the in-process engine's ``Token``s out.
+
+    What the server does differently, and how it is undone here (tools/server/
+    server-context.cpp, ``process_token``):
+
+    - The end-of-generation token comes as its own chunk (empty text, or the text a
+      possible stop string was holding back).  The in-process engine never emits it,
+      so it is dropped here and its text goes to the token before it.  A token with
+      empty text is therefore held back until the next chunk shows whether held-back
+      text follows; tokens with text go out at once, so no visible text waits.
+    - A token after which the text ends inside a UTF-8 character gets no chunk at all:
+      the next complete chunk carries only its own id, but ``tokens_predicted`` counts
+      every token.  The missing tokens are emitted before it, with empty text, so
+      counts and positions match in-process.  Their ids are recovered exactly when the
+      character is spelled by single-byte tokens (``byte_ids``: byte-fallback
+      vocabularies such as Gemma's and Llama 2's); otherwise the server has sent no
+      trace of them and the id is ``UNKNOWN_ID``.
+    - Text that could begin a stop string is held back by the server and, when the
+      request reaches ``max_tokens``, never sent; in-process it is released then.  The
+      ids of the tokens whose chunks came without text are kept, and at that end their
+      text (``detokenize``) goes to the last of them.
+    - Stop token ids have no server option: the stream ends at one, which is not emitted.
+    """
+
+    def __init__(self, config: GenerateConfig, eog_ids: frozenset[int], byte_ids: ByteIds, detokenize: Detokenize) -> None:
+        self._eog = frozenset() if config.ignore_eos else eog_ids
+        self._stop_ids = frozenset(config.stop_tokens)
+        self._stops = bool(config.stop)
+        self._logprobs = config.logprobs
+        self._byte_ids = byte_ids
+        self._detokenize = detokenize
+        self._pending: Token | None = None
+        self._held: list[int] = []  # tokens whose chunks came without text since the last text
+        self._predicted = 0  # tokens the server has accounted for, sent or not
+        self.generated = 0  # tokens handed out
+        self.reason: FinishReason | None = None  # set once the stream has ended
+
+    def feed(self, data: dict[str, Any]) -> list[Token]:
+        """The tokens one chunk releases; sets ``reason`` when the chunk ends the stream."""
+        if data.get("stop"):  # the final chunk: its text and ids were in the partials
+            out = self._release()
+            missing = int(data.get("tokens_predicted", self._predicted)) - self._predicted
+            stop_type = data.get("stop_type", "")
+            if stop_type == "limit" and missing > 0:  # cut inside a character: never sent
+                out += self._count([Token(UNKNOWN_ID, "") for _ in range(missing - 1)] + [Token(UNKNOWN_ID, "\ufffd")])
+            elif stop_type == "limit" and self._stops and self._held and out and out[-1].id == self._held[-1]:
+                last = out[-1]  # the held-back text of a stop string that never completed
+                out[-1] = Token(last.id, last.text + self._detokenize(self._held), last.logprob)
+            self.reason = _STOP_REASONS.get(stop_type, "stop")
+            return out
+        ids = data.get("tokens") or []
+        if not ids:  # a progress or start chunk
+            return []
+        token, text = int(ids[-1]), data.get("content", "")
+        predicted = int(data.get("tokens_predicted", self._predicted + 1))
+        missing = [Token(i, "") for i in self._recover(text, predicted - self._predicted - 1, token)]
+        self._predicted = predicted
+        if token in self._stop_ids:
+            self.reason = "stop"
+            return self._release() + self._count(missing)
+        if token in self._eog:
+            if self._pending is not None:
+                self._pending = Token(self._pending.id, self._pending.text + text, self._pending.logprob)
+            self._held = []
+            return self._release() + self._count(missing)
+        out = self._release() + self._count(missing)
+        current = Token(token, text, _logprob(data) if self._logprobs else None)
+        if text:
+            self._held = []
+            out += self._count([current])
+        else:
+            self._held.append(token)
+            self._pending = current
+        return out
+
+    def _release(self) -> list[Token]:
+        pending, self._pending = self._pending, None
+        return self._count([pending]) if pending is not None else []
+
+    def _count(self, tokens: list[Token]) -> list[Token]:
+        self.generated += len(tokens)
+        return tokens
+
+    def _recover(self, text: str, count: int, last: int) -> list[int]:
+        if count <= 0:
+            return []
+        ids = self._byte_ids(text[-1], count + 1) if text else None
+        if ids is not None and len(ids) == count + 1 and ids[-1] == last:
+            return ids[:-1]
+        return [UNKNOWN_ID] * count
+
+
+def _logprob(data: dict[str, Any]) -> float | None:
+    probs = data.get("completion_probabilities") or []
+    return probs[-1].get("logprob") if probs else None
