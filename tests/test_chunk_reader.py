@@ -32,11 +32,19 @@ def test_the_end_of_generation_token_is_not_emitted():
     assert (reader.reason, reader.generated) == ("stop", 2)
 
 
-def test_text_released_with_the_end_of_generation_token_goes_to_the_token_before_it():
+def test_text_released_with_the_end_of_generation_token_comes_with_it():
     # a possible stop string held " fox" back; the end-of-generation chunk releases it
-    tokens, reader = read([chunk(10, " quick", 1), chunk(11, "", 2), chunk(EOG, " fox", 3), final("eos", 3)], stop=("fox jumps",))
-    assert tokens == [Token(10, " quick"), Token(11, " fox")]
-    assert reader.generated == 2
+    tokens, reader = read([chunk(10, " quick", 1), chunk(12, "", 2), chunk(EOG, " fox", 3), final("eos", 3)], stop=("fox jumps",))
+    assert tokens == [Token(10, " quick"), Token(12, ""), Token(EOG, " fox")]
+    assert reader.generated == 3
+
+
+def test_a_stop_token_carries_only_the_text_held_back_before_it():
+    # " brown" was held for " brown xyz"; the server sends " brown fox" with the stop token
+    chunks = [chunk(10, " quick", 1), chunk(11, "", 2), chunk(12, " brown fox", 3)]
+    tokens, reader = read(chunks, stop=(" brown xyz",), stop_tokens=(12,))
+    assert tokens == [Token(10, " quick"), Token(11, ""), Token(12, " brown")]
+    assert (reader.reason, reader.generated) == ("stop", 3)
 
 
 def test_text_held_back_for_a_stop_string_is_released_at_max_tokens():

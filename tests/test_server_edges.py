@@ -167,16 +167,27 @@ def test_a_natural_end_yields_no_end_of_generation_token(server, model_fa):
     assert "".join(t.text for t in remote_tokens) == "".join(t.text for t in local_tokens)
 
 
-def test_text_a_stop_string_held_back_comes_out_when_generation_ends(server, model_fa):
-    """llama-server holds back text that could begin a stop string and releases it with
-    the end-of-generation token's chunk; it must reach the stream, on a real token."""
+@pytest.mark.parametrize("ends_with", ["end of generation", "stop token"])
+def test_text_a_stop_string_held_back_comes_out_when_generation_ends(server, model_fa, ends_with):
+    """llama-server holds back text that could begin a stop string; when an end token
+    (end of generation, or a stop token id) ends generation, that text is the
+    generation's and comes with the end token, as in-process."""
     prompt = _stops_on_its_own(model_fa)
-    plain = server.generate(prompt, max_tokens=32).text()
-    stream = server.generate(prompt, max_tokens=32, stop=(plain.rsplit(" ", 1)[-1] + " and more",))
-    tokens = list(stream)
-    assert stream.finish_reason == "stop"
-    assert "".join(t.text for t in tokens) == plain
-    assert not {t.id for t in tokens} & server._eog_ids
+    plain = server.generate(prompt, max_tokens=32).text()  # " quick brown fox"
+    *head, last = plain.split(" ")
+    if ends_with == "end of generation":
+        options = {"stop": (last + " and more",)}
+    else:  # the last word is a stop token; the one before it is held back
+        options = {"stop": (" " + head[-1] + " and more",), "stop_tokens": tuple(model_fa.tokenize(" " + last, add_special=False))}
+    remote = server.generate(prompt, max_tokens=32, **options)
+    local = model_fa.generate(prompt, max_tokens=32, **options)
+    remote_tokens, local_tokens = list(remote), list(local)
+    assert remote.finish_reason == local.finish_reason == "stop"
+    # llama-server holds a whole token's text where in-process holds only the part that
+    # could begin the stop string, so the text splits differently; ids and text agree
+    assert [t.id for t in remote_tokens] == [t.id for t in local_tokens]
+    assert "".join(t.text for t in remote_tokens) == "".join(t.text for t in local_tokens) != ""
+    assert remote.metrics.generated_tokens == len(remote_tokens) == local.metrics.generated_tokens
 
 
 def test_text_a_stop_string_held_back_comes_out_at_max_tokens(server, model_fa):

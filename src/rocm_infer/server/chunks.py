@@ -25,11 +25,10 @@ class ChunkReader:
     What the server does differently, and how it is undone here (tools/server/
     server-context.cpp, ``process_token``):
 
-    - The end-of-generation token comes as its own chunk (empty text, or the text a
-      possible stop string was holding back).  The in-process engine never emits it,
-      so it is dropped here and its text goes to the token before it.  A token with
-      empty text is therefore held back until the next chunk shows whether held-back
-      text follows; tokens with text go out at once, so no visible text waits.
+    - The end-of-generation token comes as its own chunk, with empty text or with the
+      text a possible stop string was holding back.  In-process it ends the request
+      unseen unless it releases such text, and then it carries that text (native
+      ``Engine._emit``); the same here.
     - A token after which the text ends inside a UTF-8 character gets no chunk at all:
       the next complete chunk carries only its own id, but ``tokens_predicted`` counts
       every token.  The missing tokens are emitted before it, with empty text, so
@@ -38,10 +37,13 @@ class ChunkReader:
       vocabularies such as Gemma's and Llama 2's); otherwise the server has sent no
       trace of them and the id is ``UNKNOWN_ID``.
     - Text that could begin a stop string is held back by the server and, when the
-      request reaches ``max_tokens``, never sent; in-process it is released then.  The
-      ids of the tokens whose chunks came without text are kept, and at that end their
-      text (``detokenize``) goes to the last of them.
-    - Stop token ids have no server option: the stream ends at one, which is not emitted.
+      request reaches ``max_tokens``, never sent; in-process it is released on the last
+      token.  The ids of the tokens whose chunks came without text are kept, and at that
+      end their text (``detokenize``) goes to the last of them, which is why a token with
+      empty text waits for the next chunk (tokens with text go out at once, so no
+      visible text waits).
+    - Stop token ids have no server option: the stream ends at one, which, as in-process,
+      is emitted only to carry text held back before it.
     """
 
     def __init__(self, config: GenerateConfig, eog_ids: frozenset[int], byte_ids: ByteIds, detokenize: Detokenize) -> None:
@@ -65,9 +67,9 @@ class ChunkReader:
             stop_type = data.get("stop_type", "")
             if stop_type == "limit" and missing > 0:  # cut inside a character: never sent
                 out += self._count([Token(UNKNOWN_ID, "") for _ in range(missing - 1)] + [Token(UNKNOWN_ID, "\ufffd")])
-            elif stop_type == "limit" and self._stops and self._held and out and out[-1].id == self._held[-1]:
+            elif stop_type == "limit" and self._held and out and out[-1].id == self._held[-1]:
                 last = out[-1]  # the held-back text of a stop string that never completed
-                out[-1] = Token(last.id, last.text + self._detokenize(self._held), last.logprob)
+                out[-1] = Token(last.id, last.text + self._held_text(), last.logprob)
             self.reason = _STOP_REASONS.get(stop_type, "stop")
             return out
         ids = data.get("tokens") or []
@@ -77,16 +79,15 @@ class ChunkReader:
         predicted = int(data.get("tokens_predicted", self._predicted + 1))
         missing = [Token(i, "") for i in self._recover(text, predicted - self._predicted - 1, token)]
         self._predicted = predicted
-        if token in self._stop_ids:
-            self.reason = "stop"
-            return self._release() + self._count(missing)
-        if token in self._eog:
-            if self._pending is not None:
-                self._pending = Token(self._pending.id, self._pending.text + text, self._pending.logprob)
-            self._held = []
-            return self._release() + self._count(missing)
         out = self._release() + self._count(missing)
         current = Token(token, text, _logprob(data) if self._logprobs else None)
+        if token in self._stop_ids:  # its chunk's text may hold its own piece: use the held ids
+            self.reason = "stop"
+            tail = self._held_text()
+            return out + self._count([Token(token, tail, current.logprob)] if tail else [])
+        if token in self._eog:  # the server sends exactly the held-back text with it
+            self._held = []
+            return out + self._count([current] if text else [])
         if text:
             self._held = []
             out += self._count([current])
@@ -94,6 +95,9 @@ class ChunkReader:
             self._held.append(token)
             self._pending = current
         return out
+
+    def _held_text(self) -> str:
+        return self._detokenize(self._held) if self._stops and self._held else ""
 
     def _release(self) -> list[Token]:
         pending, self._pending = self._pending, None
