@@ -30,7 +30,7 @@ from .chunks import ByteIds, ChunkReader, Detokenize
 
 
 
-def completion_body(prompt: str | list[int], config: GenerateConfig, classify: bool) -> dict[str, Any]:
+def completion_body(prompt: str | list[int], config: GenerateConfig, classify: bool, cache_prompt: bool) -> dict[str, Any]:
     """Every sampling option spelled out: the server's own defaults (top_k 40, top_p 0.95,
     ...) must not apply where rocm_infer means "off".  Stop token ids have no server
     option; the reader ends the stream at one (``chunks.ChunkReader``)."""
@@ -38,7 +38,7 @@ def completion_body(prompt: str | list[int], config: GenerateConfig, classify: b
         "prompt": prompt,
         "stream": True,
         "return_tokens": True,
-        "cache_prompt": False,
+        "cache_prompt": cache_prompt,  # the load's prefix_cache: reuse a slot's prefix
         "n_predict": 1 if classify else config.max_tokens,
         "temperature": 0.0 if classify else config.temperature,
         "top_k": config.top_k,

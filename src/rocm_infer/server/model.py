@@ -40,9 +40,10 @@ _INFO_LINE = re.compile(r"print_info: (\w+)\s*=\s*(.+)$")
 def server_args(path: Path, config: LoadConfig, chat_template: str | None) -> list[str]:
     """``-ctxcp 0``: llama-server's context checkpoints (for SWA models such as Gemma 3)
     split a prompt's processing in two batches, which puts its last rows through other
-    CPU kernels and changes greedy output at near-ties; requests never reuse the prompt
-    cache here (``cache_prompt: false``), so checkpoints buy nothing, and without them
-    both backends give identical token ids."""
+    CPU kernels and changes greedy output at near-ties; without them both backends give
+    identical token ids.  With ``prefix_cache`` (requests send ``cache_prompt: true``) the
+    server reuses a slot's prefix, which for an SWA model needs ``--swa-full`` when there
+    are no checkpoints: the same full-size SWA cache the in-process engine keeps."""
     threads = config.n_threads or len(os.sched_getaffinity(0))
     args = [
         "-m", str(path),
@@ -52,6 +53,8 @@ def server_args(path: Path, config: LoadConfig, chat_template: str | None) -> li
         "-kvu", "-fa", config.flash_attn, "-t", str(threads), "-b", str(config.batch_size),
         "--no-webui", "-lv", "4", "-ctxcp", "0",
     ]
+    if config.prefix_cache:
+        args.append("--swa-full")
     if config.device_sampling == "on":
         args.append("--backend-sampling")  # llama.cpp's sampling in the decode graph
     if chat_template:
@@ -64,6 +67,7 @@ class ServerModel(TextModel):
     def __init__(self, path: Path, config: LoadConfig, binary: Path, backend_name: str) -> None:
         super().__init__()
         self._closed = False
+        self._cache_prompt = config.prefix_cache
         self._workers: set[StreamWorker] = set()
         self._process = ServerProcess(binary, server_args(path, config, None))
         try:
@@ -170,7 +174,7 @@ class ServerModel(TextModel):
         self._process.check_alive()
         self._workers = {w for w in self._workers if w.is_alive()}
         worker = StreamWorker(
-            self._client, completion_body(prompt, config, classify), config, sink, classify, self._crash_error,
+            self._client, completion_body(prompt, config, classify, self._cache_prompt), config, sink, classify, self._crash_error,
             self._eog_ids, self._byte_ids, self._detokenize,
         )
         self._workers.add(worker)
