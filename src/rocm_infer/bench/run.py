@@ -81,7 +81,9 @@ def _prompts(path: Path, settings: BenchSettings) -> dict[str, Any]:
 def run(settings: BenchSettings) -> dict[str, Any]:
     threads = settings.threads or len(os.sched_getaffinity(0))
     path = resolve_model_path(settings.model)
-    common = dict(n_threads=threads, flash_attn=settings.flash_attn)
+    # prefix cache off on both sides: these rows measure decoding and prefill as such
+    # (the prefix cache has its own workloads: bench.prefix)
+    common = dict(n_threads=threads, flash_attn=settings.flash_attn, prefix_cache=False)
 
     # The references run before and after the backends and are averaged, so a drift in
     # machine speed during the run (seen here: ~10%) favours no contender.
@@ -136,7 +138,7 @@ def table(result: dict[str, Any]) -> None:
 
     names = list(result["backends"])
     ref, batched, settings = result["llama_bench"], result["llama_batched_bench_tg"], result["settings"]
-    t = Table(title=f"{result['machine']}, commit {result['commit']}, {settings['threads']} threads")
+    t = Table(title=f"{result['machine']}, commit {result['commit']}, {settings['threads']} threads, prefix cache off")
     t.add_column("measurement")
     for name in names:
         t.add_column(name, justify="right")

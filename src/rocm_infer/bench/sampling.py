@@ -78,7 +78,7 @@ def run(model: str | None, streams: list[int], gen_tokens: int, prompt_tokens: i
     context = max(streams) * (prompt_tokens + gen_tokens + 8)
     batched = reference.batched_bench(path, threads, prompt_tokens, gen_tokens, streams, flash_attn, max(context, 1024))
     tg = reference.llama_bench(path, threads, prompt_tokens, gen_tokens, flash_attn).decode_tokens_per_s
-    common = {"n_threads": threads, "flash_attn": flash_attn}
+    common = {"n_threads": threads, "flash_attn": flash_attn, "prefix_cache": False}  # decoding as such
     results = {name: measure(name, path, prompts, streams, gen_tokens, common) for name in contenders}
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
@@ -103,7 +103,7 @@ def markdown(result: dict[str, Any]) -> str:
     head = "| contender | sampling | " + " | ".join(f"{n} streams" for n in streams) + " | Python share |"
     lines = [
         f"{Path(result['model']).name}, {result['build']} build, commit {result['commit']}, {result['machine']}, "
-        f"{result['gen_tokens']} tokens per stream, llama-bench tg {result['llama_bench_tg']:.0f} tok/s",
+        f"{result['gen_tokens']} tokens per stream, prefix cache off, llama-bench tg {result['llama_bench_tg']:.0f} tok/s",
         "",
         head,
         "|" + "---|" * (len(streams) + 3),
