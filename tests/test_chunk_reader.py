@@ -84,6 +84,13 @@ def test_a_limit_inside_a_character_counts_the_unsent_tokens():
     assert (reader.reason, reader.generated) == ("length", 3)
 
 
+def test_an_end_inside_a_character_counts_the_unsent_tokens_and_the_end_token():
+    # two bytes of a character, then the end-of-generation token: none of them is sent
+    tokens, reader = read([chunk(10, "a", 1), final("eos", 4)])
+    assert tokens == [Token(10, "a"), Token(UNKNOWN_ID, ""), Token(UNKNOWN_ID, ""), Token(UNKNOWN_ID, "\ufffd")]
+    assert (reader.reason, reader.generated) == ("stop", 4)
+
+
 def test_a_stop_token_id_ends_the_stream_without_being_emitted():
     tokens, reader = read([chunk(10, "a", 1), chunk(11, "", 2), chunk(12, "b", 3)], stop_tokens=(12,))
     assert tokens == [Token(10, "a"), Token(11, "")]

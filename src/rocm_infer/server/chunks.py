@@ -35,7 +35,10 @@ class ChunkReader:
       counts and positions match in-process.  Their ids are recovered exactly when the
       character is spelled by single-byte tokens (``byte_ids``: byte-fallback
       vocabularies such as Gemma's and Llama 2's); otherwise the server has sent no
-      trace of them and the id is ``UNKNOWN_ID``.
+      trace of them and the id is ``UNKNOWN_ID``.  When generation ends inside a
+      character (``max_tokens``, or an end token after an unfinished character) the
+      last tokens are never sent: they are counted, the last carrying U+FFFD, which is
+      what in-process releases then.
     - Text that could begin a stop string is held back by the server and, when the
       request reaches ``max_tokens``, never sent; in-process it is released on the last
       token.  The ids of the tokens whose chunks came without text are kept, and at that
@@ -65,7 +68,7 @@ class ChunkReader:
             out = self._release()
             missing = int(data.get("tokens_predicted", self._predicted)) - self._predicted
             stop_type = data.get("stop_type", "")
-            if stop_type == "limit" and missing > 0:  # cut inside a character: never sent
+            if stop_type in ("limit", "eos") and missing > 0:  # ended inside a character: never sent
                 out += self._count([Token(UNKNOWN_ID, "") for _ in range(missing - 1)] + [Token(UNKNOWN_ID, "\ufffd")])
             elif stop_type == "limit" and self._held and out and out[-1].id == self._held[-1]:
                 last = out[-1]  # the held-back text of a stop string that never completed

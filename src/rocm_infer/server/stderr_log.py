@@ -57,6 +57,7 @@ class StderrLog:
             return lines + ([self._partial.decode("utf-8", "replace")] if self._partial else [])
 
     def close(self, wait_s: float = 1.0) -> None:
+        """Wait (bounded) for the reading thread, which ends when the child's stderr closes."""
         self._thread.join(wait_s)
 
     def _pump(self) -> None:
