@@ -166,6 +166,40 @@ def models(folder: str | None, as_json: bool) -> None:
     Console().print(table)
 
 
+@main.command()
+@click.argument("model", required=False)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free port, printed on stderr).")
+@click.option("--api-key", envvar="ROCM_INFER_API_KEY", default=None,
+              help="Require 'Authorization: Bearer KEY' on /v1 (prefer the ROCM_INFER_API_KEY variable: argv is visible to other users).")
+@click.option("--parallel", default=0, type=int, help="Sequences batched at once (default 16).")
+@click.option("--ctx", default=0, type=int, help="KV cache cells shared by all requests (default: trained context, capped).")
+@click.option("--backend", "-b", default=None, help="rocm, llama_cpp, ... (default: the first available).")
+@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--gpu-layers", default=-1, show_default=True, type=int)
+@click.option("--prefix-cache/--no-prefix-cache", default=True, show_default=True,
+              help="Keep finished requests' KV cells to reuse shared prompt prefixes.")
+@click.option("--served-model-name", default=None, help="The model id clients use (default: the GGUF file's stem).")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
+def serve(model: str | None, host: str, port: int, api_key: str | None, parallel: int, ctx: int, backend: str | None,
+          flash_attn: str, gpu_layers: int, prefix_cache: bool, served_model_name: str | None, log_level: str) -> None:
+    """Serve MODEL (default: Gemma 3 270M) over an OpenAI-compatible HTTP API."""
+    try:
+        from .serve import ServeSettings
+        from .serve import serve as run_server
+    except ImportError as exc:
+        raise click.ClickException(f"serving needs the 'serve' extra (pip install 'rocm-infer[serve]'): {exc}") from exc
+    from .types import LoadConfig
+
+    try:
+        load = LoadConfig(backend=backend, context_len=ctx, parallel_slots=parallel, flash_attn=flash_attn,  # type: ignore[arg-type]
+                          gpu_layers=gpu_layers, prefix_cache=prefix_cache)
+        settings = ServeSettings(model=model, served_name=served_model_name, api_key=api_key or None, load=load)
+        run_server(settings, host=host, port=port, log_level=log_level, say=lambda line: click.echo(line, err=True))
+    except errors.RocmInferError as exc:
+        _fail(exc)
+
+
 @main.command("doctor")
 @click.option("--json", "as_json", is_flag=True)
 def doctor_command(as_json: bool) -> None:

@@ -1,0 +1,89 @@
+"""``POST /v1/completions``: raw prompts (text or token ids, one or several) with ``n``
+choices each, streamed as ``text_completion`` events or answered whole.  Choice
+``i * n + j`` is sample ``j`` of prompt ``i``, as in OpenAI's API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+
+from ..interface import TextModel
+from .errors import to_api_error
+from .generation import Generation, collect, finish_reason
+from .params import COMPLETIONS_DEFAULT_MAX_TOKENS, choice_seed, completion_prompts, generate_config
+from .responses import DONE, Envelope, Usage, completion, completion_chunk, completion_logprobs, completion_usage_chunk, sse
+from .runtime import Runtime
+from .schemas import CompletionRequest
+from .transport import EventStream, unless_disconnected
+
+
+async def create_completion(runtime: Runtime, body: CompletionRequest, request: Request) -> EventStream | dict[str, Any]:
+    model = runtime.ready()
+    runtime.check_model(body.model)
+    config = generate_config(body, COMPLETIONS_DEFAULT_MAX_TOKENS)
+    prompts = completion_prompts(body)
+    openers = [(p, lambda prompt=prompt, j=j: model.agenerate(prompt, choice_seed(config, j)))
+               for p, prompt in enumerate(prompts) for j in range(body.n)]
+    echoes = [_echo_text(model, prompt) if body.echo else "" for prompt in prompts]
+    generation = await Generation.start(runtime.metrics, openers)
+    env = Envelope.new("cmpl", runtime.served_name)
+    logprobs = body.logprobs is not None
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventStream(_events(runtime, env, generation, echoes, include_usage, logprobs))
+
+    async def answer() -> dict[str, Any]:
+        try:
+            choices = await collect(generation, runtime.token_text, logprobs)
+        finally:
+            await generation.close()
+        usage = Usage()
+        for choice, started in zip(choices, generation.choices):
+            usage.add(started.prompt_index, choice.prompt_tokens, choice.generated_tokens)
+            choice.text = echoes[started.prompt_index] + choice.text
+        return completion(env, choices, usage)
+
+    return await unless_disconnected(request, answer())
+
+
+def _echo_text(model: TextModel, prompt: str | list[int]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    detokenize = getattr(model, "detokenize", None)
+    return detokenize(prompt) if detokenize is not None else ""
+
+
+async def _events(runtime: Runtime, env: Envelope, generation: Generation, echoes: list[str], include_usage: bool,
+                  logprobs: bool) -> AsyncIterator[str]:
+    usage = Usage()
+    offsets = [0] * len(generation.choices)  # text_offset of each choice's next token
+    try:
+        for choice in generation.choices:
+            if echo := echoes[choice.prompt_index]:
+                offsets[choice.index] = len(echo)
+                yield sse(completion_chunk(env, choice.index, echo, with_usage=include_usage))
+        async for index, token, error in generation.events():
+            if token is not None:
+                if token.text or logprobs:
+                    entries = None
+                    if logprobs:
+                        piece = runtime.token_text(token)
+                        entries = completion_logprobs([(piece, token.logprob)], offsets[index])  # type: ignore[list-item]
+                        offsets[index] += len(piece)
+                    yield sse(completion_chunk(env, index, token.text, logprobs=entries, with_usage=include_usage))
+                continue
+            if error is not None:
+                yield sse(to_api_error(error).body())
+                yield DONE
+                return
+            choice = generation.choices[index]
+            if choice.stream.metrics:
+                usage.add(choice.prompt_index, choice.stream.metrics.prompt_tokens, choice.stream.metrics.generated_tokens)
+            yield sse(completion_chunk(env, index, "", finish_reason(choice.stream.finish_reason), with_usage=include_usage))
+        if include_usage:
+            yield sse(completion_usage_chunk(env, usage))
+        yield DONE
+    finally:
+        await generation.close()

@@ -1,0 +1,83 @@
+"""OpenAI's error shape, and the map from rocm_infer's errors to HTTP status codes.
+
+Every error the server answers has OpenAI's body,
+``{"error": {"message", "type", "param", "code"}}``, so the official clients raise
+their usual exception classes (``BadRequestError`` for 400, ``AuthenticationError``
+for 401...).  The library raises its own hierarchy; only here does it become a
+status code, and only ``ApiError`` crosses from the handlers to the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors
+
+# OpenAI's error "type" per status code; llama-server's "unavailable_error" for 503.
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+          413: "invalid_request_error", 500: "server_error", 503: "unavailable_error", 504: "timeout_error"}
+
+
+class ApiError(Exception):
+    """An answer in OpenAI's error shape: raised by handlers, rendered by the app."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, param=self.param, code=self.code)
+
+
+def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def from_library(exc: errors.RocmInferError) -> ApiError:
+    """The status code for one of the library's errors.
+
+    A bad option and a prompt past the context are the caller's fault (400; OpenAI's
+    ``context_length_exceeded`` code for the latter); a closed model means the server is
+    shutting down (503); a timeout is 504; everything else (decode failure, out of
+    memory, a crashed server backend) is the server's fault (500).
+    """
+    if isinstance(exc, errors.PromptTooLongError):
+        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, errors.InvalidConfigError):
+        return ApiError(400, str(exc))
+    if isinstance(exc, errors.ModelClosedError):
+        return ApiError(503, f"the model is not serving: {exc}")
+    if isinstance(exc, errors.RequestTimeoutError):
+        return ApiError(504, str(exc), code="timeout")
+    if isinstance(exc, errors.OutOfMemoryError):
+        return ApiError(500, f"out of memory: {exc}", code="out_of_memory")
+    return ApiError(500, f"{type(exc).__name__}: {exc}")
+
+
+def from_validation(problems: list[dict[str, Any]]) -> ApiError:
+    """FastAPI's request validation errors as one 400 (OpenAI and vLLM answer 400, not 422),
+    naming the first offending field as ``param``."""
+    first = problems[0] if problems else {}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    messages = []
+    for problem in problems:
+        where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
+        messages.append(f"{where}: {problem.get('msg', 'invalid')}" if where else str(problem.get("msg", "invalid")))
+    return ApiError(400, "; ".join(messages) or "invalid request", param=param)
+
+
+def to_api_error(exc: BaseException) -> ApiError:
+    """Any error a handler meets, as the answer to send: library errors mapped, others a 500."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, errors.RocmInferError):
+        return from_library(exc)
+    return ApiError(500, f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,58 @@
+"""``rocm-infer serve``: bind, start uvicorn, load the model, serve until stopped.
+
+The socket is bound before anything else, so ``--port 0`` can say which port it
+got, and clients see 503 rather than a refused connection while the model loads.
+One process, one worker: the model lives in this process, and one engine thread
+batches every client's requests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+from ..interface import TextModel
+from .app import create_app
+from .runtime import Runtime, ServeSettings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          say: Callable[[str], None] = print) -> None:
+    """Serve until SIGINT/SIGTERM; status lines go to ``say``.  A model that fails to
+    load stops the server, and its error is raised here once uvicorn has shut down."""
+    import uvicorn
+
+    if not is_loopback(host) and not settings.api_key:
+        say(f"WARNING: listening on {host} without an API key: anyone who can reach this address can use the model. "
+            "Set ROCM_INFER_API_KEY (or --api-key) or bind to 127.0.0.1.")
+    runtime = Runtime(settings)
+    config = uvicorn.Config(create_app(runtime), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+
+    def loaded(model: TextModel) -> None:
+        info = model.info
+        say(f"rocm-infer serve: ready: {info.path} as {runtime.served_name!r} ({info.backend} backend, "
+            f"context {info.context_len}, {info.parallel_slots} parallel slots)")
+
+    def failed(exc: BaseException) -> None:
+        say(f"rocm-infer serve: loading the model failed: {type(exc).__name__}: {exc}")
+        server.should_exit = True
+
+    runtime.on_loaded, runtime.on_load_failed = loaded, failed
+    sock = config.bind_socket()
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    say(f"rocm-infer serve: http://{shown}:{bound_port}/v1 (model: {settings.model or 'the default Gemma 3 270M'}; "
+        "/health answers 503 until it is loaded)")
+    server.run(sockets=[sock])
+    if runtime.load_error is not None:
+        raise runtime.load_error

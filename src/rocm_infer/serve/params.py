@@ -1,0 +1,163 @@
+"""OpenAI request fields to ``GenerateConfig``, prompts and messages (pure; tested without a model).
+
+Where OpenAI and the engine differ, the choice is written down here:
+
+- ``max_tokens`` unset: 16 for completions (OpenAI's and vLLM's default) and, for chat,
+  the context divided by the parallel slots (each of llama-server's slots holds that
+  much); the engine reserves prompt + max_tokens cells at admission, so "the rest of
+  the context" (vLLM's default) would let only one request run at a time.
+- ``temperature`` unset: 1.0 and ``top_p`` 1.0, as OpenAI and vLLM.
+- ``seed``: any integer, taken modulo 2**32; choice ``i`` of ``n`` samples with
+  ``seed + i``, so the choices differ and the same request gives the same choices.
+- ``presence_penalty``/``frequency_penalty``: the engine has only ``repeat_penalty``;
+  0 (or unset) is accepted, anything else is a 400.
+- Top alternatives per token (chat ``top_logprobs`` > 0, completions ``logprobs`` > 0)
+  are not available from the engine: a 400.  The sampled token's logprob is
+  (chat ``logprobs: true``, completions ``logprobs: 0``).
+- ``response_format`` ``json_object``/``json_schema``: not supported yet (a 400).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import InvalidConfigError
+from ..types import GenerateConfig, Message
+from .errors import bad_request
+from .schemas import ChatCompletionRequest, CompletionRequest, _Sampling
+
+SEED_SPACE = 2**32
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+
+def default_chat_max_tokens(context_len: int, parallel_slots: int) -> int:
+    """A chat request without ``max_tokens`` may use one slot's share of the context."""
+    return max(16, context_len // max(1, parallel_slots))
+
+
+def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max_tokens: int) -> GenerateConfig:
+    """The request's sampling options as one validated ``GenerateConfig`` (400 on any bad value)."""
+    _refuse_unsupported(body)
+    if isinstance(body, ChatCompletionRequest):
+        max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        logprobs = body.logprobs
+    else:
+        max_tokens = body.max_tokens
+        logprobs = body.logprobs is not None
+    repeat_penalty = body.repeat_penalty if body.repeat_penalty is not None else body.repetition_penalty
+    options: dict[str, Any] = {
+        "max_tokens": default_max_tokens if max_tokens is None else max_tokens,
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p,
+        "top_k": 0 if body.top_k is None or body.top_k == -1 else body.top_k,  # vLLM: -1 is off
+        "min_p": 0.0 if body.min_p is None else body.min_p,
+        "repeat_penalty": 1.0 if repeat_penalty is None else repeat_penalty,
+        "stop": stop_strings(body.stop),
+        "stop_tokens": tuple(body.stop_token_ids or ()),
+        "seed": None if body.seed is None else body.seed % SEED_SPACE,
+        "logprobs": logprobs,
+        "ignore_eos": body.ignore_eos,
+    }
+    if body.repeat_last_n is not None:
+        options["repeat_last_n"] = body.repeat_last_n
+    try:
+        return GenerateConfig(**options)
+    except InvalidConfigError as exc:
+        raise bad_request(str(exc), param=_param_named_in(str(exc))) from exc
+
+
+def choice_seed(config: GenerateConfig, index: int) -> GenerateConfig:
+    """Choice ``index`` of ``n``: its own seed when the request has one."""
+    if config.seed is None or index == 0:
+        return config
+    return dataclasses.replace(config, seed=(config.seed + index) % SEED_SPACE)
+
+
+def stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def chat_messages(body: ChatCompletionRequest) -> list[Message]:
+    """OpenAI messages as ``Message``s: text parts joined with newlines (as vLLM does),
+    ``developer`` read as ``system``, an assistant turn without content (a tool call) as ''."""
+    messages = []
+    for i, message in enumerate(body.messages):
+        content = message.content
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                if part.type != "text" or part.text is None:
+                    raise bad_request(f"message {i}: content parts of type {part.type!r} are not supported; only text", param=f"messages.{i}.content")
+                texts.append(part.text)
+            content = "\n".join(texts)
+        role = "system" if message.role == "developer" else message.role
+        try:
+            messages.append(Message(role, content or ""))
+        except InvalidConfigError as exc:
+            raise bad_request(f"message {i}: {exc}", param=f"messages.{i}") from exc
+    return messages
+
+
+def completion_prompts(body: CompletionRequest) -> list[str | list[int]]:
+    """``prompt`` as a list of prompts: one text, several texts, one token list or several."""
+    prompt = body.prompt
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise bad_request("prompt must not be empty", param="prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]  # type: ignore[arg-type]
+    prompts: list[str | list[int]] = [p if isinstance(p, str) else list(p) for p in prompt]  # type: ignore[union-attr]
+    if any(not isinstance(p, str) and not p for p in prompts):
+        raise bad_request("a token-id prompt must not be empty", param="prompt")
+    return prompts
+
+
+def _refuse_unsupported(body: _Sampling) -> None:
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(body, name)
+        if value not in (None, 0, 0.0):
+            raise bad_request(f"{name} is not supported (the engine has repeat_penalty only); send 0 or leave it out, "
+                              "or use repeat_penalty", param=name)
+    if body.logit_bias:
+        raise bad_request("logit_bias is not supported", param="logit_bias")
+    _refuse_response_format(body)
+    if isinstance(body, ChatCompletionRequest):
+        if body.top_logprobs:
+            raise bad_request("top_logprobs > 0 is not supported yet: only the sampled token's logprob is available "
+                              "(logprobs: true, top_logprobs: 0)", param="top_logprobs")
+        if body.tools and body.tool_choice != "none":
+            raise bad_request("tools (function calling) are not supported", param="tools")
+    elif isinstance(body, CompletionRequest):
+        if body.logprobs:
+            raise bad_request("logprobs > 0 (top alternatives) is not supported yet: logprobs: 0 returns the sampled "
+                              "tokens' logprobs", param="logprobs")
+        if body.suffix:
+            raise bad_request("suffix (insertion) is not supported", param="suffix")
+        if body.best_of is not None and body.best_of != body.n:
+            raise bad_request("best_of other than n is not supported", param="best_of")
+        if body.echo and body.logprobs is not None:
+            raise bad_request("echo with logprobs needs the prompt's logprobs, which are not available", param="echo")
+
+
+def _refuse_response_format(body: _Sampling) -> None:
+    response_format = getattr(body, "response_format", None)
+    if response_format is None:
+        return
+    kind = response_format.get("type")
+    if kind == "text":
+        return
+    if kind in ("json_object", "json_schema"):
+        raise bad_request(f"response_format {kind!r} (structured output) is not supported yet", param="response_format",
+                          code="unsupported_response_format")
+    raise bad_request(f"response_format type must be 'text', 'json_object' or 'json_schema', got {kind!r}", param="response_format")
+
+
+def _param_named_in(message: str) -> str | None:
+    """``GenerateConfig`` messages start with the option's name ("top_p must be ...")."""
+    head = message.split(" ", 1)[0]
+    return head if head.isidentifier() else None
+

@@ -1,0 +1,133 @@
+"""The served model: loading, ready, failed or closed, and what the handlers ask of it.
+
+The server listens before the model is loaded (``/health`` and the API answer 503
+meanwhile, as llama-server does); the model loads on a worker thread, so the event
+loop stays free.  A model passed in ready-made (tests, embedding the app in another
+program) is served as it is and left open at shutdown: whoever loaded it closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RocmInferError
+from ..interface import TextModel
+from ..types import LoadConfig, Token
+from .errors import ApiError
+from .metrics import EngineFigures, ServerMetrics
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """``model``: a path, a name in ``ROCM_MODEL_DIR`` or None (the default model);
+    ``served_name``: the id clients send as ``model`` (default: the GGUF's file stem)."""
+
+    model: str | None = None
+    served_name: str | None = None
+    api_key: str | None = None
+    load: LoadConfig = field(default_factory=LoadConfig)
+
+
+class Runtime:
+    def __init__(self, settings: ServeSettings, model: TextModel | None = None,
+                 on_load_failed: Callable[[BaseException], None] | None = None,
+                 on_loaded: Callable[[TextModel], None] | None = None) -> None:
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.model: TextModel | None = model
+        self.load_error: BaseException | None = None
+        self.on_load_failed = on_load_failed
+        self.on_loaded = on_loaded
+        self._owns_model = model is None
+        self.created = 0
+        self.names: tuple[str, ...] = ()
+        if model is not None:
+            self._ready(model)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def load(self) -> None:
+        """Load the model on a worker thread; a failure is kept (and reported) rather than raised."""
+        if self.model is not None:
+            return
+        from .. import load_model
+
+        try:
+            model = await asyncio.to_thread(load_model, self.settings.model, self.settings.load)
+        except Exception as exc:  # noqa: BLE001 - reported to the operator and to every client
+            self.load_error = exc
+            if self.on_load_failed is not None:
+                self.on_load_failed(exc)
+            return
+        self._ready(model)
+        if self.on_loaded is not None:
+            self.on_loaded(model)
+
+    def _ready(self, model: TextModel) -> None:
+        info = model.info
+        served = self.settings.served_name or Path(info.path).stem
+        aliases = [served, info.name, info.path]
+        if self.settings.model:
+            aliases.append(self.settings.model)
+        self.names = tuple(dict.fromkeys(aliases))
+        self.created = int(time.time())
+        self.model = model
+
+    def close(self) -> None:
+        if self._owns_model and self.model is not None:
+            self.model.close()
+
+    # ---- what handlers ask -----------------------------------------------------------------
+    @property
+    def served_name(self) -> str:
+        return self.names[0] if self.names else (self.settings.served_name or "")
+
+    def ready(self) -> TextModel:
+        if self.model is not None:
+            return self.model
+        if self.load_error is not None:
+            raise ApiError(503, f"the model failed to load: {type(self.load_error).__name__}: {self.load_error}")
+        raise ApiError(503, "the model is loading", code="model_loading")
+
+    def check_model(self, name: str | None) -> None:
+        """``model`` may be left out or name the served model (its id, GGUF name or path)."""
+        if name is not None and name not in self.names:
+            raise ApiError(404, f"The model `{name}` does not exist; this server serves `{self.served_name}`.",
+                           param="model", code="model_not_found")
+
+    def token_text(self, token: Token) -> str:
+        """One token's own text (for logprobs), not the text the stream released with it."""
+        detokenize = getattr(self.model, "detokenize", None)
+        return detokenize([token.id]) if detokenize is not None else token.text
+
+    def default_chat_max_tokens(self) -> int:
+        from .params import default_chat_max_tokens
+
+        info = self.ready().info
+        return default_chat_max_tokens(info.context_len, info.parallel_slots)
+
+    async def engine_figures(self) -> EngineFigures:
+        """The engine's own figures for ``/metrics`` (read on the engine thread: off the loop).
+        Only the in-process model reports them; another backend leaves them out."""
+        model = self.model
+        if model is None:
+            return EngineFigures()
+        info = model.info
+        figures = EngineFigures(kv_cells_total=info.context_len, parallel_slots=info.parallel_slots)
+        occupancy, stats, cache = (getattr(model, name, None) for name in ("cache_occupancy", "engine_stats", "cache_stats"))
+        if occupancy is None or stats is None:
+            return figures
+        try:
+            used = sum((await asyncio.to_thread(occupancy)).values())
+            engine = await asyncio.to_thread(stats)
+            prefix = await asyncio.to_thread(cache) if cache is not None else None
+        except RocmInferError:  # closing under the scrape
+            return figures
+        return dataclasses.replace(
+            figures, kv_cells_used=used, engine_steps=engine.steps, engine_tokens=engine.tokens, engine_decode_s=engine.decode_s,
+            prefix_entries=prefix.entries if prefix else None, prefix_cells=prefix.cells_held if prefix else None,
+            prefix_hits=prefix.hits if prefix else None, prefix_tokens_reused=prefix.tokens_reused if prefix else None)

@@ -1,0 +1,90 @@
+"""The OpenAI request bodies this server reads, as pydantic models (FastAPI validates them).
+
+Only shapes and types are checked here; ranges are checked once, by
+``GenerateConfig``, so the library and the server give the same message for the
+same bad value.  Unknown fields are ignored, as vLLM and llama-server do, so a
+client that sends a newer OpenAI field still works; fields we know but cannot honour
+are refused in ``params`` with a 400 that says so.  Beside OpenAI's fields, the
+sampling extras vLLM and llama-server accept are read too: ``top_k``, ``min_p``,
+``repeat_penalty`` (vLLM: ``repetition_penalty``), ``repeat_last_n``, ``ignore_eos``,
+``stop_token_ids``.
+
+Responses are built as plain dicts in ``responses`` (the per-token streaming path is
+hot); the tests parse them with the official ``openai`` client's own types.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_N = 128  # OpenAI's own limit on n
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class TextPart(_Body):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Body):
+    role: str
+    content: Union[str, list[TextPart], None] = None
+    name: str | None = None
+
+
+class _Sampling(_Body):
+    """The fields both endpoints share."""
+
+    model: str | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: Union[str, list[str], None] = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # vLLM's and llama-server's sampling extras
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    repetition_penalty: float | None = None
+    repeat_last_n: int | None = None
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    max_tokens: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=5)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+    response_format: dict[str, Any] | None = None
+
+
+Endpoint = Literal["chat", "completions"]

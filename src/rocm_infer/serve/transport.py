@@ -1,0 +1,69 @@
+"""Client disconnects: a client that goes away cancels its request at once.
+
+Streamed answers: Starlette cancels the response's body iterator when the
+client disconnects (it listens for ``http.disconnect`` while streaming), and
+``EventStream`` closes the iterator afterwards whatever happened, so the
+generator's ``finally`` (which closes the generation and waits for the engine to
+free the cells) always runs, and runs now rather than at garbage collection.
+
+Non-streamed answers: Starlette does not watch the client while a handler runs, so
+``unless_disconnected`` races the work against the client's ``http.disconnect``
+(vLLM's ``with_cancellation`` does the same) and cancels the work when the client wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+T = TypeVar("T")
+CLIENT_GONE = 499  # nginx's "client closed request": counted in the metrics, never seen by the client
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+class EventStream(StreamingResponse):
+    """``text/event-stream`` whose body iterator is always closed when the response ends."""
+
+    def __init__(self, events: AsyncIterator[str]) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._events.aclose()  # type: ignore[attr-defined]
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """``await work``, unless the client disconnects first: then cancel it and raise ``ClientGone``."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientGone()

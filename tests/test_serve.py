@@ -1,0 +1,322 @@
+"""`rocm-infer serve`: a real server process on loopback, the real Gemma model, the official
+`openai` client.  Gemma 3 270M is a base model, so chat answers are junk, but valid."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+
+KEY = "test-serve-key"
+PROMPT = "The capital of France is"
+MESSAGES = [{"role": "user", "content": "Name three colours."}]
+
+
+class Served:
+    def __init__(self, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log = log
+
+    def metrics(self) -> dict[str, float]:
+        """The unlabelled samples of /metrics, plus requests_total and generations_total by label."""
+        text = httpx.get(f"{self.url}/metrics").text
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name.removeprefix("rocm_infer_")] = float(value)
+        return samples
+
+    def wait_idle(self) -> dict[str, float]:
+        """Poll /metrics until nothing runs or waits (bounded by a count, not asserted on time)."""
+        for _ in range(600):
+            sample = self.metrics()
+            if sample["requests_running"] == 0 and sample["requests_waiting"] == 0 and sample["kv_cache_cells_used"] == 0:
+                return sample
+            time.sleep(0.1)
+        return sample
+
+
+def _start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp / "serve.log"
+    process = subprocess.Popen([sys.executable, "-m", "rocm_infer.cli", "serve", "--port", "0", *args],
+                               stdout=subprocess.DEVNULL, stderr=log.open("wb"), env={**os.environ, **(env or {})})
+    return process, log
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    process, log = _start(tmp_path_factory.mktemp("serve"), "--log-level", "warning", env={"ROCM_INFER_API_KEY": KEY})
+    try:
+        url = None
+        for _ in range(3000):  # the address first, then /health turns 200 once the model is loaded
+            assert process.poll() is None, log.read_text()
+            if url is None and (match := re.search(r"(http://127\.0\.0\.1:\d+)/v1", log.read_text())):
+                url = match.group(1)
+            if url is not None:
+                try:
+                    if httpx.get(f"{url}/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("the server never became ready:\n" + log.read_text())
+        yield Served(url, process, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client(served: Served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.url}/v1", api_key=KEY, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def model_id(client: openai.OpenAI) -> str:
+    return client.models.list().data[0].id
+
+
+def test_models_list(client, model_id):
+    models = client.models.list()
+    assert [m.id for m in models.data] == [model_id]
+    assert models.data[0].owned_by == "rocm-infer"
+    assert client.models.retrieve(model_id).id == model_id
+
+
+def warm(client, model_id: str, prompt: str | None = None, messages: list | None = None) -> None:
+    """Put the prompt in the prefix cache first, so the runs a test compares all reuse the
+    same cached prefix: a prompt computed fresh in one prefill and one resumed from the
+    cache take different kernels for its last token, and their logits differ slightly."""
+    if messages is not None:
+        client.chat.completions.create(model=model_id, messages=messages, max_tokens=1)
+    else:
+        client.completions.create(model=model_id, prompt=prompt, max_tokens=1)
+
+
+def test_seed_reproducibility(client, model_id):
+    """temperature > 0 with a seed gives the same text twice."""
+    warm(client, model_id, messages=MESSAGES)
+    warm(client, model_id, prompt=PROMPT)
+    def sample() -> str:
+        return client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=16, temperature=1.0, top_p=0.95,
+                                              seed=1234, extra_body={"ignore_eos": True}).choices[0].message.content
+
+    assert sample() == sample()
+    texts = {client.completions.create(model=model_id, prompt=PROMPT, max_tokens=16, temperature=1.0, seed=s).choices[0].text
+             for s in (7, 7)}
+    assert len(texts) == 1
+
+
+def test_stop_string(client, model_id):
+    warm(client, model_id, prompt="1, 2, 3, 4,")
+    full = client.completions.create(model=model_id, prompt="1, 2, 3, 4,", max_tokens=16, temperature=0,
+                                     extra_body={"ignore_eos": True}).choices[0].text
+    stop = full[6:9]
+    assert len(stop) == 3, full
+    cut = client.completions.create(model=model_id, prompt="1, 2, 3, 4,", max_tokens=16, temperature=0, stop=[stop, "never"])
+    assert cut.choices[0].text == full[: full.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    chunks = list(client.completions.create(model=model_id, prompt="1, 2, 3, 4,", max_tokens=16, temperature=0, stop=stop,
+                                            stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == cut.choices[0].text
+
+
+def test_completion_not_streamed_and_streamed_agree(client, model_id):
+    warm(client, model_id, prompt=PROMPT)
+    whole = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=12, temperature=0,
+                                      extra_body={"ignore_eos": True})
+    choice = whole.choices[0]
+    assert whole.object == "text_completion" and choice.index == 0
+    assert choice.finish_reason == "length" and choice.text
+    assert whole.usage.completion_tokens == 12 and whole.usage.prompt_tokens > 0
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + 12
+    chunks = list(client.completions.create(model=model_id, prompt=PROMPT, max_tokens=12, temperature=0, stream=True,
+                                            extra_body={"ignore_eos": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == choice.text
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_completion_of_several_prompts_and_token_ids(client, model_id):
+    ids_prompt = [2, 818, 5279, 529]  # token ids are taken as they are
+    answer = client.completions.create(model=model_id, prompt=[PROMPT, "Once upon a time"], n=2, max_tokens=4,
+                                       temperature=0.8, seed=3)
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]
+    assert answer.usage.completion_tokens <= 16
+    by_ids = client.completions.create(model=model_id, prompt=ids_prompt, max_tokens=4, temperature=0)
+    assert by_ids.usage.prompt_tokens == len(ids_prompt)
+
+
+def test_chat_not_streamed(client, model_id):
+    answer = client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=8)
+    choice = answer.choices[0]
+    assert answer.object == "chat.completion"
+    assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    assert 0 <= answer.usage.completion_tokens <= 8
+
+
+def test_chat_streamed_with_usage(client, model_id):
+    chunks = list(client.chat.completions.create(model=model_id, messages=MESSAGES, max_completion_tokens=10, stream=True,
+                                                 stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert 0 < len(content) <= 10
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert [f.choices[0].finish_reason for f in finals] == ["length"]
+    usage = chunks[-1]
+    assert usage.choices == [] and usage.usage.completion_tokens == 10 and usage.usage.prompt_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_n_choices(client, model_id):
+    one = client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=6)
+    three = client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=6, n=3, temperature=1.0, seed=11)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counts once
+    assert three.usage.completion_tokens <= 18
+    chunks = list(client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=6, n=3, temperature=1.0,
+                                                 seed=11, stream=True))
+    assert {c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.content} <= {0, 1, 2}
+    ends = sorted(c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert ends == [0, 1, 2]
+
+
+def test_logprobs(client, model_id):
+    chat = client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=5, logprobs=True,
+                                          extra_body={"ignore_eos": True})
+    entries = chat.choices[0].logprobs.content
+    assert len(entries) == 5 and chat.usage.completion_tokens == 5
+    assert all(e.logprob <= 0 and e.top_logprobs == [] and isinstance(e.token, str) for e in entries)
+    legacy = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=5, temperature=0, logprobs=0,
+                                       extra_body={"ignore_eos": True})
+    lp = legacy.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.text_offset) == 5
+    assert all(v <= 0 for v in lp.token_logprobs)
+    assert "".join(lp.tokens) == legacy.choices[0].text  # greedy Latin text: pieces are the text
+    streamed = [c for c in client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=5, logprobs=True,
+                                                          stream=True, extra_body={"ignore_eos": True})
+                if c.choices and c.choices[0].logprobs]
+    assert sum(len(c.choices[0].logprobs.content) for c in streamed) == 5
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"n": 0}, "n"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": 1.0}, "frequency_penalty"),
+    ({"logprobs": True, "top_logprobs": 3}, "top_logprobs"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logit_bias": {"12": 5}}, "logit_bias"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0"),
+])
+def test_bad_parameters_give_openai_errors(client, model_id, kwargs, param):
+    options = {"model": model_id, "messages": MESSAGES, "max_tokens": 4, **kwargs}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**options)
+    error = caught.value.body
+    assert caught.value.status_code == 400
+    assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+
+
+def test_structured_output_is_refused_clearly(client, model_id):
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError, match="not supported yet"):
+        client.chat.completions.create(model=model_id, messages=MESSAGES, response_format=schema)
+
+
+def test_unknown_model_is_404(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_prompt_past_the_context_is_400(client, model_id):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=model_id, prompt="hello " * 6000, max_tokens=4)
+    assert caught.value.body["code"] == "context_length_exceeded"
+
+
+def test_api_key_required(served, model_id):
+    for key in ("wrong-key", None):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        answer = httpx.post(f"{served.url}/v1/chat/completions", json={"messages": MESSAGES}, headers=headers)
+        assert answer.status_code == 401
+        assert answer.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{served.url}/v1", api_key="wrong", max_retries=0).models.list()
+    assert httpx.get(f"{served.url}/health").status_code == 200  # probes need no key
+
+
+def test_streaming_disconnect_frees_the_request(served, model_id):
+    before = served.metrics()
+    body = {"model": model_id, "messages": MESSAGES, "max_tokens": 3000, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", f"{served.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}) as response:
+        events = response.iter_lines()
+        seen = [line for line, _ in zip(events, range(8)) if line.startswith("data:")]
+        assert len(seen) >= 3
+        assert served.metrics()["requests_running"] == 1
+    after = served.wait_idle()
+    assert after["requests_running"] == 0 and after["kv_cache_cells_used"] == 0
+    cancelled = 'generations_total{finish_reason="cancelled"}'
+    assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
+    assert after["generation_tokens_total"] - before["generation_tokens_total"] < 3000
+
+
+def test_non_streamed_disconnect_frees_the_request(served, model_id):
+    before = served.metrics()
+    body = {"model": model_id, "prompt": PROMPT, "max_tokens": 3000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 3000 tokens
+        httpx.post(f"{served.url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=httpx.Timeout(10.0, read=2.0))
+    after = served.wait_idle()
+    assert after["kv_cache_cells_used"] == 0
+    cancelled = 'generations_total{finish_reason="cancelled"}'
+    assert after.get(cancelled, 0) == before.get(cancelled, 0) + 1
+    assert after.get('requests_total{endpoint="completions",code="499"}', 0) >= 1
+
+
+def test_concurrent_requests_share_decode_steps(served, model_id):
+    """No lock around the model: 6 concurrent requests of 16 tokens take far fewer engine
+    steps than 6 x 16 (each step carries a token of every running request)."""
+    before = served.metrics()
+
+    async def run() -> list[int]:
+        async with openai.AsyncOpenAI(base_url=f"{served.url}/v1", api_key=KEY, max_retries=0) as aclient:
+            answers = await asyncio.gather(*(aclient.completions.create(model=model_id, prompt=f"{PROMPT} {i}", max_tokens=16,
+                                                                        extra_body={"ignore_eos": True}) for i in range(6)))
+        return [a.usage.completion_tokens for a in answers]
+
+    assert asyncio.run(run()) == [16] * 6
+    after = served.metrics()
+    assert after["engine_steps_total"] - before["engine_steps_total"] < 6 * 16
+
+
+def test_metrics_are_prometheus_text(served):
+    text = httpx.get(f"{served.url}/metrics").text
+    for name in ("requests_total", "prompt_tokens_total", "generation_tokens_total", "time_to_first_token_seconds",
+                 "requests_waiting", "kv_cache_cells_used"):
+        assert f"# TYPE rocm_infer_{name} " in text
+    assert 'rocm_infer_time_to_first_token_seconds_bucket{le="+Inf"}' in text
+
+
+def test_a_model_that_cannot_load_stops_the_server(tmp_path):
+    process, log = _start(tmp_path, str(tmp_path / "missing.gguf"))
+    assert process.wait(timeout=300) == 1
+    assert "ModelNotFoundError" in log.read_text()
+
