@@ -1,0 +1,169 @@
+"""The server's pure parts, without a model: request fields to GenerateConfig, the error
+map, Prometheus text, and the answers while the model is loading or failed to load."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+import rocm_infer as ri  # noqa: E402
+from rocm_infer.serve import Runtime, ServeSettings, create_app  # noqa: E402
+from rocm_infer.serve.errors import ApiError, from_library, from_validation  # noqa: E402
+from rocm_infer.serve.launch import is_loopback  # noqa: E402
+from rocm_infer.serve.metrics import EngineFigures, ServerMetrics  # noqa: E402
+from rocm_infer.serve.params import (  # noqa: E402
+    chat_messages,
+    choice_seed,
+    completion_prompts,
+    default_chat_max_tokens,
+    generate_config,
+)
+from rocm_infer.serve.schemas import ChatCompletionRequest, CompletionRequest  # noqa: E402
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def chat(**fields):
+    return ChatCompletionRequest(messages=HI, **fields)
+
+
+def test_openai_defaults_and_extras():
+    config = generate_config(chat(), default_max_tokens=256)
+    assert (config.max_tokens, config.temperature, config.top_p, config.seed) == (256, 1.0, 1.0, None)
+    config = generate_config(chat(max_tokens=9, max_completion_tokens=7, temperature=0.5, top_k=-1, min_p=0.1,
+                                  repetition_penalty=1.1, stop="END", stop_token_ids=[3], ignore_eos=True, logprobs=True), 256)
+    assert config.max_tokens == 7  # max_completion_tokens wins, as in OpenAI's API
+    assert (config.top_k, config.min_p, config.repeat_penalty, config.stop, config.stop_tokens) == (0, 0.1, 1.1, ("END",), (3,))
+    assert config.ignore_eos and config.logprobs
+    assert generate_config(CompletionRequest(prompt="x"), 16).max_tokens == 16
+    assert generate_config(CompletionRequest(prompt="x", logprobs=0), 16).logprobs
+
+
+def test_seeds_wrap_and_differ_per_choice():
+    config = generate_config(chat(seed=-1), 8)
+    assert config.seed == 2**32 - 1
+    assert [choice_seed(config, i).seed for i in range(3)] == [2**32 - 1, 0, 1]
+    unseeded = generate_config(chat(), 8)
+    assert choice_seed(unseeded, 2).seed is None
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"presence_penalty": 0.1}, "presence_penalty"),
+    ({"frequency_penalty": -0.5}, "frequency_penalty"),
+    ({"logit_bias": {"1": 2.0}}, "logit_bias"),
+    ({"top_logprobs": 2, "logprobs": True}, "top_logprobs"),
+    ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+    ({"response_format": {"type": "yaml"}}, "response_format"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"temperature": -0.1}, "temperature"),
+    ({"stop": [""]}, "stop"),
+    ({"seed": None, "max_tokens": 0}, "max_tokens"),
+])
+def test_refusals_name_the_field(fields, param):
+    with pytest.raises(ApiError) as caught:
+        generate_config(chat(**fields), 8)
+    assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_zero_penalties_and_text_format_are_accepted():
+    generate_config(chat(presence_penalty=0, frequency_penalty=0.0, response_format={"type": "text"}, tools=[{"x": 1}],
+                         tool_choice="none"), 8)
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"logprobs": 2}, "logprobs"), ({"suffix": "x"}, "suffix"), ({"best_of": 3}, "best_of"), ({"echo": True, "logprobs": 0}, "echo"),
+])
+def test_completion_refusals(fields, param):
+    with pytest.raises(ApiError) as caught:
+        generate_config(CompletionRequest(prompt="x", **fields), 8)
+    assert caught.value.param == param
+
+
+def test_chat_messages_join_text_parts_and_read_developer_as_system():
+    body = ChatCompletionRequest(messages=[
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "assistant", "content": None},
+    ])
+    assert chat_messages(body) == [ri.Message("system", "be brief"), ri.Message("user", "a\nb"), ri.Message("assistant", "")]
+    with pytest.raises(ApiError, match="image_url"):
+        chat_messages(ChatCompletionRequest(messages=[{"role": "user", "content": [{"type": "image_url"}]}]))
+    with pytest.raises(ApiError) as caught:
+        chat_messages(ChatCompletionRequest(messages=[{"role": "robot", "content": "x"}]))
+    assert caught.value.param == "messages.0"
+
+
+def test_completion_prompts():
+    assert completion_prompts(CompletionRequest(prompt="a")) == ["a"]
+    assert completion_prompts(CompletionRequest(prompt=["a", "b"])) == ["a", "b"]
+    assert completion_prompts(CompletionRequest(prompt=[1, 2])) == [[1, 2]]
+    assert completion_prompts(CompletionRequest(prompt=[[1], [2, 3]])) == [[1], [2, 3]]
+    with pytest.raises(ApiError):
+        completion_prompts(CompletionRequest(prompt=[]))
+
+
+def test_default_chat_max_tokens_is_one_slots_share():
+    assert default_chat_max_tokens(4096, 16) == 256
+    assert default_chat_max_tokens(64, 16) == 16
+
+
+def test_library_errors_map_to_status_codes():
+    assert from_library(ri.PromptTooLongError("long")).status == 400
+    assert from_library(ri.PromptTooLongError("long")).code == "context_length_exceeded"
+    assert from_library(ri.InvalidConfigError("bad")).status == 400
+    assert from_library(ri.ModelClosedError("closed")).status == 503
+    assert from_library(ri.RequestTimeoutError("slow")).status == 504
+    assert from_library(ri.EngineError("boom")).status == 500
+    assert from_library(ri.OutOfMemoryError("oom")).code == "out_of_memory"
+    body = from_library(ri.InvalidConfigError("bad")).body()
+    assert body == {"error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}}
+    error = from_validation([{"loc": ("body", "n"), "msg": "too small"}, {"loc": ("body", "stop"), "msg": "bad"}])
+    assert (error.status, error.param, error.message) == (400, "n", "n: too small; stop: bad")
+
+
+def test_metrics_text():
+    metrics = ServerMetrics()
+    metrics.request_done("chat", 200)
+    metrics.generation_started()
+    metrics.first_token()
+    metrics.generation_started()
+    assert (metrics.waiting, metrics.running) == (1, 1)
+    metrics.generation_ended(True, "length", 5, 7, 0.03)
+    metrics.generation_ended(False, "cancelled", 4, 0, 0.0)
+    assert (metrics.waiting, metrics.running) == (0, 0)
+    text = metrics.render(EngineFigures(kv_cells_used=3, kv_cells_total=4096))
+    assert 'rocm_infer_requests_total{endpoint="chat",code="200"} 1' in text
+    assert 'rocm_infer_generations_total{finish_reason="cancelled"} 1' in text
+    assert "rocm_infer_prompt_tokens_total 9" in text and "rocm_infer_generation_tokens_total 7" in text
+    assert 'rocm_infer_time_to_first_token_seconds_bucket{le="0.025"} 0' in text
+    assert 'rocm_infer_time_to_first_token_seconds_bucket{le="0.05"} 1' in text
+    assert 'rocm_infer_time_to_first_token_seconds_bucket{le="+Inf"} 1' in text
+    assert "rocm_infer_kv_cache_cells_used 3" in text and "parallel_slots" not in text
+
+
+def test_loopback_hosts():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
+
+
+def test_503_while_loading_then_after_a_failed_load(tmp_path):
+    """The server listens before the model is ready: 503 in OpenAI's shape meanwhile."""
+    app = create_app(Runtime(ServeSettings(model=str(tmp_path / "missing.gguf"))))
+    loading = TestClient(app)  # no lifespan: the load never starts
+    answer = loading.get("/health")
+    assert answer.status_code == 503 and answer.json()["error"]["code"] == "model_loading"
+    assert loading.post("/v1/chat/completions", json={"messages": HI}).status_code == 503
+    with TestClient(app) as started:  # the lifespan loads, which fails: still 503, saying why
+        for _ in range(1000):  # the load runs on a worker thread
+            answer = started.get("/v1/models")
+            if answer.json()["error"]["code"] != "model_loading":
+                break
+            time.sleep(0.01)
+        assert answer.status_code == 503 and "ModelNotFoundError" in answer.json()["error"]["message"]
+        assert started.post("/v1/chat/completions", json={"messages": "nope"}).status_code == 400  # validation first
+        assert started.get("/no/such/path").json()["error"]["message"] == "Not Found"
