@@ -130,8 +130,12 @@ class Engine:
                     self._finish(request, RequestStatus.FINISHED_ERROR, error)
 
     def _plan(self) -> StepPlan:
-        """Match waiting requests with reusable prefixes, then plan; while the head of the
-        queue does not fit, evict cached prefixes it does not reuse and plan again."""
+        """Match waiting requests with reusable prefixes, free ids for all a step could
+        admit (evicting cached prefixes they do not reuse), then plan; while the head of
+        the queue still lacks a slot or cells, evict another cached prefix and plan again."""
+        if self._waiting:
+            self.kv.match(self._waiting, self._running)
+            self.kv.free_ids_for(self._waiting, len(self._running), self.kv.n_slots)
         while True:
             self.kv.match(self._waiting, self._running)
             plan = plan_step(self._running, self._waiting, self.kv.free_ids, self.kv.free_cells, self._n_ctx, self._budget)

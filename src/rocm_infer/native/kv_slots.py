@@ -51,6 +51,7 @@ class _Entry:
 class KvSlots:
     def __init__(self, ctx: LlamaContext, n_slots: int, prefix_cache: bool) -> None:
         self._ctx = ctx
+        self.n_slots = n_slots
         self._prefix_cache = prefix_cache
         self._free_ids = list(range(n_slots - 1, -1, -1))
         self._ledger = CellLedger(ctx.n_ctx)
@@ -99,6 +100,19 @@ class KvSlots:
     def _consider(request: Request, seq: int, length: int) -> None:
         if length > request.reuse_len:
             request.reuse_from, request.reuse_len = seq, length
+
+    def free_ids_for(self, waiting: Sequence[Request], running: int, n_slots: int) -> None:
+        """Evict least recently used entries until every waiting request a step could
+        admit has an id, sparing the entries those requests reuse from: one eviction per
+        step would admit one request per step."""
+        wanted = min(len(waiting), n_slots - running)
+        spared = {request.reuse_from for request in itertools.islice(waiting, wanted)}
+        for seq in [seq for seq in self._entries if seq not in spared]:
+            if len(self._free_ids) >= wanted:
+                break
+            del self._entries[seq]
+            self._drop(seq)
+            self._evictions += 1
 
     def evict_for(self, request: Request) -> bool:
         """Evict the least recently used entry, the one ``request`` reuses from last (a
