@@ -116,6 +116,7 @@ def test_library_errors_map_to_status_codes():
     assert from_library(ri.PromptTooLongError("long")).status == 400
     assert from_library(ri.PromptTooLongError("long")).code == "context_length_exceeded"
     assert from_library(ri.InvalidConfigError("bad")).status == 400
+    assert from_library(ri.InvalidModelError("no chat template")).status == 400
     assert from_library(ri.ModelClosedError("closed")).status == 503
     assert from_library(ri.RequestTimeoutError("slow")).status == 504
     assert from_library(ri.EngineError("boom")).status == 500

@@ -43,15 +43,17 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def from_library(exc: errors.RocmInferError) -> ApiError:
     """The status code for one of the library's errors.
 
-    A bad option and a prompt past the context are the caller's fault (400; OpenAI's
-    ``context_length_exceeded`` code for the latter); a closed model means the server is
-    shutting down (503); a timeout is 504; everything else (decode failure, out of
-    memory, a crashed server backend) is the server's fault (500).
+    A bad option, a prompt past the context (OpenAI's ``context_length_exceeded`` code)
+    and chat with a model that has no chat template are the caller's fault (400); a
+    closed model means the server is shutting down (503); a timeout is 504; everything
+    else (decode failure, out of memory, a crashed server backend) is the server's (500).
     """
     if isinstance(exc, errors.PromptTooLongError):
-        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
+        return ApiError(400, str(exc), code="context_length_exceeded")
     if isinstance(exc, errors.InvalidConfigError):
         return ApiError(400, str(exc))
+    if isinstance(exc, errors.InvalidModelError):  # at request time: a chat request to a model without a template
+        return ApiError(400, str(exc), param="messages")
     if isinstance(exc, errors.ModelClosedError):
         return ApiError(503, f"the model is not serving: {exc}")
     if isinstance(exc, errors.RequestTimeoutError):
