@@ -76,6 +76,13 @@ def test_an_async_prompt_with_a_lone_surrogate_is_a_typed_error(any_backend):
     asyncio.run(main())
 
 
+def test_a_stop_string_with_a_lone_surrogate_is_a_typed_error(server):
+    """Whether the options refuse it or the request body cannot be encoded, it is typed."""
+    with pytest.raises(ri.InvalidConfigError):
+        list(server.generate(PROMPT, max_tokens=2, stop=("\ud800",), timeout=NEVER_S))
+    assert len(list(server.generate(PROMPT, max_tokens=2, ignore_eos=True))) == 2
+
+
 # ---- the stream reader: any failure ends the stream with a typed error -------------------
 
 

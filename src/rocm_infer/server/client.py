@@ -164,6 +164,8 @@ class StreamWorker(threading.Thread):
             return "error", exc
         if isinstance(exc, (httpx.TransportError, SSEError)):
             error = self._describe_crash(exc)
+        elif isinstance(exc, UnicodeEncodeError):  # the request body: text with no UTF-8 form
+            error = InvalidConfigError(f"the request holds text that is not valid Unicode (a lone surrogate?): {exc}")
         elif isinstance(exc, (ValueError, KeyError, TypeError, IndexError)):  # JSON and shape errors
             error = ServerCrashedError(f"llama-server sent a reply this client cannot read: {type(exc).__name__}: {exc}")
         else:  # e.g. the HTTP client closed under the request
