@@ -64,3 +64,8 @@ def test_registry_lists_the_in_process_backends_in_default_order():
     # no AMD GPU and a CPU build here: rocm says why instead of pretending
     assert not ri.get_backend("rocm").available()
     assert ri.default_backend().name == "llama_cpp"
+
+
+def test_a_stop_string_with_a_lone_surrogate_is_refused_before_any_work():
+    with pytest.raises(ri.InvalidConfigError, match="stop strings"):
+        ri.GenerateConfig(stop=("fine", "bad \ud800"))

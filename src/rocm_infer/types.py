@@ -30,6 +30,14 @@ def _require(ok: bool, message: str) -> None:
         raise InvalidConfigError(message)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -63,7 +71,9 @@ class Token:
     while a multi-byte character or a possible stop string is still incomplete, and
     the concatenation of all ``text`` values is exactly the generated text.  An
     end-of-generation (or ``stop_tokens``) token is yielded only when it releases text
-    held back before it, in-process; otherwise generation ends without yielding it."""
+    held back before it; otherwise generation ends without yielding it.  On the
+    llama_server backend ``id`` is -1 for a token llama-server never sent (it ended
+    inside a character and the id could not be recovered from byte tokens)."""
 
     id: int
     text: str
@@ -131,6 +141,7 @@ class GenerateConfig:
         _require(_is_number(self.repeat_penalty) and self.repeat_penalty > 0, f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty!r}")
         _require(_is_int(self.repeat_last_n) and self.repeat_last_n >= 0, f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
         _require(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
+        _require(all(_utf8(s) for s in self.stop), "stop strings must be valid Unicode text (a lone surrogate has no UTF-8 form)")
         _require(all(_is_int(t) and t >= 0 for t in self.stop_tokens), "stop_tokens must be token ids (integers >= 0)")
         _require(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
         _require(self.timeout is None or (_is_number(self.timeout) and self.timeout > 0), f"timeout must be None or a number of seconds > 0, got {self.timeout!r}")
