@@ -42,7 +42,7 @@ prepare() {
 
 run() {
   local out="$1" arch="${CMAKE_CUDA_ARCHITECTURES:-90}" site=/tmp/rocm-infer-site
-  local py=python3 t0; t0=$(date +%s)
+  local py=python3 t0 failed=0; t0=$(date +%s)
   stamp() { echo "gpu_bench: $1 after $(( $(date +%s) - t0 )) s"; }
   mkdir -p "$out" vendor
   [ -f vendor/llama.cpp/CMakeLists.txt ] || tar -C vendor -xJf "$PACK/llama.cpp.tar.xz"
@@ -60,18 +60,19 @@ run() {
   if [[ ",$only," == *,tiny,* ]]; then
     $py scripts/make_random_model.py --preset tiny --vocab-from "$vocab" --out "$models/tiny.gguf"
     $py -m rocm_infer.bench.sampling --model "$models/tiny.gguf" --streams 1,4,16,64 \
-      --contenders in_process,in_process_host,server,server_backend_sampling --out "$out/tiny.json" 2> "$out/tiny.log" || tail -20 "$out/tiny.log"
+      --contenders in_process,in_process_host,server,server_backend_sampling --out "$out/tiny.json" 2> "$out/tiny.log" || { tail -20 "$out/tiny.log"; failed=1; }
     stamp "tiny stand-in done"
   fi
-  [[ ",$only," == *,llama8b,* ]] || return 0
+  [[ ",$only," == *,llama8b,* ]] || return "$failed"
   if [ $(( $(date +%s) - t0 )) -gt "${GPU_BENCH_SKIP_8B_AFTER_S:-420}" ]; then
     echo "gpu_bench: no time left in this call for the 8B shape; run the script again (the build is kept)"
-    return 0
+    return "$failed"
   fi
   $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
   $py -m rocm_infer.bench.sampling --model "$models/llama8b.gguf" --streams 1,4,16,64 \
-    --contenders in_process,in_process_host,server,server_backend_sampling --out "$out/llama8b.json" 2> "$out/llama8b.log" || tail -20 "$out/llama8b.log"
+    --contenders in_process,in_process_host,server,server_backend_sampling --out "$out/llama8b.json" 2> "$out/llama8b.log" || { tail -20 "$out/llama8b.log"; failed=1; }
   stamp "Llama-3.1-8B shape done"
+  return "$failed"
 }
 
 case "${1:-}" in

@@ -48,26 +48,25 @@ def test_a_second_request_reuses_the_first_ones_prefix(cached, uncached):
     assert cached.cache_occupancy() == {}  # only cache entries hold cells now
 
 
-def test_concurrent_requests_compute_a_shared_prefix_once(cached, uncached):
+def test_concurrent_requests_compute_a_shared_prefix_once(gemma_path, uncached):
     prompts = [SYSTEM + f"Question {i}: how tall is lighthouse number {i}?" for i in range(6)]
     alone = {p: greedy(uncached, p, 8) for p in prompts}
-    before = cached.engine_stats()
     results: dict[str, list[int]] = {}
     start = threading.Barrier(len(prompts))
+    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=8) as fresh:  # nothing cached yet
 
-    def run(prompt: str) -> None:
-        start.wait()
-        results[prompt] = greedy(cached, prompt, 8)
+        def run(prompt: str) -> None:
+            start.wait()
+            results[prompt] = greedy(fresh, prompt, 8)
 
-    threads = [threading.Thread(target=run, args=(p,)) for p in prompts]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    after = cached.engine_stats()
-    shared = len(cached.tokenize(SYSTEM)) - 2
-    # the shared part was computed at most once more (a cached entry may already hold it)
-    assert after.prompt_tokens_reused - before.prompt_tokens_reused >= (len(prompts) - 1) * shared
+        threads = [threading.Thread(target=run, args=(p,)) for p in prompts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        reused = fresh.cache_stats().tokens_reused
+        shared = len(fresh.tokenize(SYSTEM)) - 2
+    assert reused >= (len(prompts) - 1) * shared  # computed by one request, copied by the others
     for prompt in prompts:
         assert_same_until_near_tie(uncached, prompt, alone[prompt], results[prompt])
 

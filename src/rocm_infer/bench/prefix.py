@@ -26,7 +26,7 @@ from typing import Any
 from .. import load_model
 from ..interface import TextModel
 from ..models import resolve_model_path
-from .run import _commit
+from .run import git_commit
 
 WORDS = "the keeper climbed the stairs and lit the great lamp while the storm rolled in from the west "
 
@@ -79,7 +79,7 @@ def few_shot_classify(model: TextModel, prefix_tokens: int, items: int) -> dict[
 
 def shared_system_prompt(model: TextModel, prefix_tokens: int, requests: int) -> dict[str, float]:
     prefix = text_of(model, prefix_tokens, salt="System: ")
-    stats = getattr(model, "engine_stats", None)
+    stats = getattr(model, "cache_stats", None)
     before = stats() if stats else None
     start = threading.Barrier(requests)
     own = []
@@ -99,7 +99,7 @@ def shared_system_prompt(model: TextModel, prefix_tokens: int, requests: int) ->
     result: dict[str, float] = {"wall_s": time.perf_counter() - started}
     if before is not None:
         after = stats()  # type: ignore[misc]
-        reused = after.prompt_tokens_reused - before.prompt_tokens_reused
+        reused = after.tokens_reused - before.tokens_reused
         result["prompt_tokens"] = float(sum(own))
         result["prompt_tokens_reused"] = float(reused)
         result["prompt_tokens_computed"] = float(sum(own) - reused)
@@ -127,7 +127,7 @@ def run(model: str | None, backends: list[str], threads: int) -> dict[str, Any]:
                 "shared_system_prompt_16x1000": shared_system_prompt(m, 1000, 16),
             }
         print(f"  {name} done", file=sys.stderr, flush=True)
-    return {"commit": _commit(), "model": str(path), "results": results}
+    return {"commit": git_commit(), "model": str(path), "results": results}
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ class BenchSettings:
     backends: list[str] = field(default_factory=lambda: ["llama_cpp", "llama_server"])
 
 
-def _commit() -> str:
+def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -117,7 +117,7 @@ def run(settings: BenchSettings) -> dict[str, Any]:
     return {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-        "commit": _commit(),
+        "commit": git_commit(),
         "build": asdict(build_info()),
         "settings": asdict(settings) | {"threads": threads, "model": str(path)},
         "llama_bench": asdict(ref),

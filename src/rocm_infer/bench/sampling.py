@@ -27,7 +27,7 @@ from typing import Any
 from .. import build_info, load_model
 from ..models import resolve_model_path
 from . import reference, workloads
-from .run import _commit
+from .run import git_commit
 
 SAMPLINGS: dict[str, dict[str, Any]] = {
     "greedy": {},
@@ -82,7 +82,7 @@ def run(model: str | None, streams: list[int], gen_tokens: int, prompt_tokens: i
     results = {name: measure(name, path, prompts, streams, gen_tokens, common) for name in contenders}
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-        "commit": _commit(),
+        "commit": git_commit(),
         "build": build_info().gpu_backend,
         "model": str(path),
         "streams": streams,

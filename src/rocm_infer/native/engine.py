@@ -110,11 +110,12 @@ class Engine:
 
     def _step(self) -> None:
         started = time.perf_counter()
-        self._reap(started)
-        plan = self._plan()
-        if not plan.chunks:
-            return
+        plan: StepPlan | None = None
         try:
+            self._reap(started)
+            plan = self._plan()
+            if not plan.chunks:
+                return
             self._admit(plan.admitted)
             self.stats.plan_s += time.perf_counter() - started
             outputs = self._run(plan)
@@ -125,7 +126,8 @@ class Engine:
         except Exception as exc:  # a fault in one step fails its requests, not the engine
             error = exc if isinstance(exc, RocmInferError) else EngineError(f"engine step failed: {exc!r}")
             _log.exception("engine step failed")
-            for request in {chunk.request for chunk in plan.chunks}:
+            failed = {chunk.request for chunk in plan.chunks} if plan else {*self._running, *self._waiting}
+            for request in failed:
                 if not request.status.finished:
                     self._finish(request, RequestStatus.FINISHED_ERROR, error)
 
@@ -181,11 +183,10 @@ class Engine:
         for request in admitted:
             self._waiting.remove(request)
             self.kv.admit(request, self._n_ctx)
-            self.stats.prompt_tokens_reused += request.reuse_len
-            self._chooser.place(request)
+            self._running.append(request)  # from here on _finish frees its id and cells
             request.status = RequestStatus.RUNNING
             request.admitted_at = now
-            self._running.append(request)
+            self._chooser.place(request)
 
     def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
         """Fill the batch and decode; returns (chunk, batch index) of each output row, in row order."""
@@ -291,7 +292,6 @@ class Engine:
         )
 
     def _shutdown(self) -> None:
-        self._chooser.close()
         closed = ModelClosedError("the model was closed while this request was live")
         for request in [*self._running, *self._waiting]:
             self._finish(request, RequestStatus.FINISHED_CANCELLED, closed)
@@ -304,6 +304,7 @@ class Engine:
                 item.sink.put(Finished("cancelled", GenerateMetrics(), closed))
             elif isinstance(item, tuple):
                 item[1].set_exception(closed)
+        self._chooser.close()  # last: every stream has its end whatever this does
 
 
 _REASONS = {

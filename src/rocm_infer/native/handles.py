@@ -116,6 +116,9 @@ class LlamaContext(_OwnedPointer):
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max
         params.kv_unified = True
+        # a full-size sliding-window cache (llama.cpp's default, set here because the prefix
+        # cache depends on it): cells outside the window are kept, so a copied prefix is whole
+        params.swa_full = True
         params.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
         threads = n_threads or len(os.sched_getaffinity(0))
         params.n_threads = threads
@@ -173,8 +176,8 @@ class LlamaContext(_OwnedPointer):
 
 
 class SamplerChain(_OwnedPointer):
-    """Owns a ``llama_sampler *`` chain built for one request (it keeps that
-    request's RNG and penalty history, so it is never shared)."""
+    """Owns a ``llama_sampler *`` chain for the device sampler of one sequence (a chain
+    with a random stream serves one request; a greedy one, stateless, is reused)."""
 
     def __init__(self, parts: list[Any]) -> None:
         self._llama = lib()
@@ -183,11 +186,6 @@ class SamplerChain(_OwnedPointer):
         self.ptr: Any = self._llama.llama_sampler_chain_init(params)
         for part in parts:
             self._llama.llama_sampler_chain_add(self.ptr, part)  # the chain now owns the part
-
-    def sample(self, ctx: LlamaContext, output_index: int) -> int:
-        """Sample from the logits of one output row and record the token in the
-        chain's history (penalties)."""
-        return int(self._llama.llama_sampler_sample(self.ptr, ctx.ptr, output_index))
 
     def _free(self, ptr: Any) -> None:
         self._llama.llama_sampler_free(ptr)

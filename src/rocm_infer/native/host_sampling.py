@@ -166,8 +166,9 @@ def _normaliser(row: np.ndarray, best: float, temperature: float) -> float:
 
 
 def _draw_with_tail(row: np.ndarray, ids: np.ndarray, weights: np.ndarray, best: float, temperature: float, u: float) -> int:
-    """A pure-temperature draw from the whole vocabulary: the candidates hold most of the
-    mass, so the full row is walked only when the draw lands past them."""
+    """A pure-temperature draw from the whole vocabulary: one pass for the normaliser,
+    and a second (a cumulative sum over the row) only when the draw lands past the
+    candidates, which hold most of the mass."""
     total = _normaliser(row, best, temperature)
     target = u * total
     head = weights.sum()

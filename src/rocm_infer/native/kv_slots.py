@@ -14,10 +14,10 @@ are free, and those depend on what it can reuse.  With the prefix cache on:
   requests arriving with one system prompt), the waiting one is *deferred* until that
   prefix is computed, then copies it: the prefix is computed once.
 
-What holds for which model: llama.cpp keeps a full-size SWA cache once several
-sequences share a unified cache (``llama_kv_cache_iswa``; ``n_seq_max > 1``), so a
-Gemma 3 prefix copied with ``seq_cp`` carries its sliding-window layers' cells as
-well and reuse is exact; with one slot an entry's id is the only one, so it is evicted
+What holds for which model: the context keeps a full-size SWA cache (``swa_full``,
+set in ``handles.LlamaContext``; ``llama_kv_cache_iswa`` then prunes no cell outside
+the window), so a Gemma 3 prefix copied with ``seq_cp`` carries its sliding-window
+layers' cells as well and reuse is exact; with one slot an entry's id is the only one, so it is evicted
 before the next request and nothing is reused.  Recurrent and hybrid models (Mamba,
 Jamba, Qwen 3.5's linear attention) keep one state per sequence, not per position: a
 prefix of it cannot be cut out, so only an exact extension could reuse it; this
@@ -76,8 +76,11 @@ class KvSlots:
     # ---- before planning -------------------------------------------------------------
     def match(self, waiting: Sequence[Request], running: Sequence[Request]) -> None:
         """Set each waiting request's best prefix source (``reuse_from``, ``reuse_len``,
-        and ``n_computed`` to match) or mark it deferred behind a running prefill.  Only
-        the requests a step could admit (one per free or evictable id) are looked at."""
+        and ``n_computed`` to match), or mark it deferred behind a request that will
+        compute a longer shared prefix first: a running one still prefilling it, or one
+        ahead in the queue (admitted in the same step, the two would each compute it).
+        Only the requests a step could admit (one per free or evictable id) are looked at."""
+        ahead: list[Request] = []
         for request in itertools.islice(waiting, len(self._free_ids) + len(self._entries)):
             request.reuse_from, request.reuse_len, request.deferred = None, 0, False
             request.n_computed = 0
@@ -90,11 +93,16 @@ class KvSlots:
             for source in running:
                 computed = min(source.n_computed, len(source.prompt))
                 full = _common_prefix(ids, source.prompt_ids(), limit)
-                if full - min(full, computed) >= WAIT_FOR_PREFIX and full > request.reuse_len:
+                if full - max(computed, request.reuse_len) >= WAIT_FOR_PREFIX:
                     request.deferred = True
                     break
                 self._consider(request, source.seq_id, min(full, computed))
+            if not request.deferred:
+                request.deferred = any(
+                    _common_prefix(ids, earlier.prompt_ids(), limit) - request.reuse_len >= WAIT_FOR_PREFIX for earlier in ahead
+                )
             request.n_computed = request.reuse_len
+            ahead.append(request)
 
     @staticmethod
     def _consider(request: Request, seq: int, length: int) -> None:

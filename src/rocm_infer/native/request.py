@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 class RequestKind(enum.Enum):
     GENERATE = "generate"
-    CLASSIFY = "classify"  # prefill only: logits at the last prompt position, no KV kept
+    CLASSIFY = "classify"  # prefill only: logits at the last prompt position (its cells may stay cached)
 
 
 class RequestStatus(enum.IntEnum):

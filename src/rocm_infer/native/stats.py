@@ -23,7 +23,6 @@ class EngineStats:
     emit_s: float = 0.0
     device_sampled: int = 0
     host_sampled: int = 0
-    prompt_tokens_reused: int = 0  # prefilled from the prefix cache instead of computed
 
     @property
     def python_fraction(self) -> float:

@@ -50,8 +50,11 @@ class TokenChooser:
         rows = None
         if host:
             rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._n_vocab))
-            block = rows if len(host) == len(outputs) else rows[host]
             samplers = [outputs[row][0].request.host_sampler for row in host]
+            # sampling penalises rows in place: never llama.cpp's buffer, whose raw rows
+            # log-probabilities and classify logits are read from
+            whole = len(host) == len(outputs) and not any(s.penalised for s in samplers)  # type: ignore[union-attr]
+            block = rows if whole else rows[host]
             for row, token in zip(host, sample_rows(block, samplers)):  # type: ignore[arg-type]
                 tokens[row] = int(token)
         if len(host) < len(outputs):
