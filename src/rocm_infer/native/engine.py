@@ -237,7 +237,7 @@ class Engine:
             request.first_token_at = now
         request.last_token_at = now
         if (self._vocab.is_eog(token) and not request.config.ignore_eos) or token in request.config.stop_tokens:
-            tail = self._flush_text(request)
+            tail = request.flush_text()
             if tail:  # text held back before the end token is the generation's, so it is sent
                 request.generated.append(token)
                 request.sink.put(Token(token, tail, logprob))
@@ -252,18 +252,10 @@ class Engine:
             status = RequestStatus.FINISHED_STOPPED
         elif len(request.generated) >= request.config.max_tokens or request.n_tokens >= self._n_ctx:
             status = RequestStatus.FINISHED_LENGTH
-            released += self._flush_text(request)
+            released += request.flush_text()
         request.sink.put(Token(token, released, logprob))
         if status is not None:
             self._finish(request, status)
-
-    @staticmethod
-    def _flush_text(request: Request) -> str:
-        """The text still held back (an unfinished character, the start of a possible stop
-        string) when generation ends without a stop string: released, up to a stop string
-        the flushed character completes."""
-        tail, stopped = request.stops.feed(request.detokenizer.flush())
-        return tail if stopped else tail + request.stops.flush()
 
     def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
         """End a request: free its KV cells and slot now, then send its last item."""
@@ -276,20 +268,9 @@ class Engine:
         request.sink.put(Finished(_REASONS[status], self._metrics(request), error))
 
     def _metrics(self, request: Request) -> GenerateMetrics:
-        now = time.perf_counter()
         active = self.active_memory_bytes()
         self.peak_memory_bytes = max(self.peak_memory_bytes, active)
-        first = request.first_token_at
-        return GenerateMetrics(
-            prompt_tokens=len(request.prompt),
-            generated_tokens=len(request.generated),
-            time_to_first_token_s=first - request.submitted_at if first else 0.0,
-            prefill_s=first - request.admitted_at if first and request.admitted_at else 0.0,
-            decode_s=request.last_token_at - first if first else 0.0,
-            total_s=now - request.submitted_at,
-            active_memory_bytes=active,
-            peak_memory_bytes=self.peak_memory_bytes,
-        )
+        return request.metrics(time.perf_counter(), active, self.peak_memory_bytes)
 
     def _shutdown(self) -> None:
         closed = ModelClosedError("the model was closed while this request was live")

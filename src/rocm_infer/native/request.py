@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..stream import Sink
-from ..types import GenerateConfig
+from ..types import GenerateConfig, GenerateMetrics
 from .detokenize import Detokenizer
 from .stops import StopMatcher
 
@@ -113,6 +113,27 @@ class Request:
         if self.kind is RequestKind.CLASSIFY:
             return len(self.prompt) - self.reuse_len
         return min(len(self.prompt) + self.config.max_tokens, n_ctx) - self.reuse_len
+
+    def flush_text(self) -> str:
+        """The text still held back (an unfinished character, the start of a possible stop
+        string) when generation ends without a stop string: released, up to a stop string
+        the flushed character completes."""
+        tail, stopped = self.stops.feed(self.detokenizer.flush())
+        return tail if stopped else tail + self.stops.flush()
+
+    def metrics(self, now: float, active_bytes: int, peak_bytes: int) -> GenerateMetrics:
+        """This request's numbers as it ends: the first token's time belongs to prefill."""
+        first = self.first_token_at
+        return GenerateMetrics(
+            prompt_tokens=len(self.prompt),
+            generated_tokens=len(self.generated),
+            time_to_first_token_s=first - self.submitted_at if first else 0.0,
+            prefill_s=first - self.admitted_at if first and self.admitted_at else 0.0,
+            decode_s=self.last_token_at - first if first else 0.0,
+            total_s=now - self.submitted_at,
+            active_memory_bytes=active_bytes,
+            peak_memory_bytes=peak_bytes,
+        )
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
