@@ -1,8 +1,11 @@
 """One real Gemma 3 270M model per test session, never mocked.
 
 ``model`` runs with flash attention off, which keeps batched numerics closest
-to a sequence run alone on the CPU build (see ``test_engine``'s tolerance);
-``model_fa`` is the default configuration (flash attention auto, i.e. on).
+to a sequence run alone on the CPU build (see ``test_engine``'s tolerance), and with
+the prefix cache off, so that running a prompt twice computes it the same way twice
+(a reused prefix leaves the last prompt token to a batch of its own, which changes
+tokens at near-ties like any batching; ``test_prefix_cache`` covers the cache);
+``model_fa`` is the default configuration (flash attention auto, prefix cache on).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ def gemma_path() -> Path:
 
 @pytest.fixture(scope="session")
 def model(gemma_path: Path) -> Iterator[ri.TextModel]:
-    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=16) as loaded:
+    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=16, prefix_cache=False) as loaded:
         yield loaded
 
 

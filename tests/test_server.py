@@ -23,7 +23,8 @@ PROMPTS = [f"Fact {i}: the most famous city in country number {i} is" for i in r
 
 @pytest.fixture(scope="module")
 def server(gemma_path):
-    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=16) as loaded:
+    # prefix cache off, as the in-process ``model``: both compute each prompt whole
+    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=16, prefix_cache=False) as loaded:
         yield loaded
 
 

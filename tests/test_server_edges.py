@@ -34,7 +34,7 @@ NEVER_S = 60.0
 
 @pytest.fixture(scope="module")
 def server(gemma_path) -> Iterator[ri.TextModel]:
-    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=4, context_len=2048) as loaded:
+    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=4, context_len=2048, prefix_cache=False) as loaded:
         yield loaded
 
 
