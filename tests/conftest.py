@@ -5,7 +5,8 @@ to a sequence run alone on the CPU build (see ``test_engine``'s tolerance), and 
 the prefix cache off, so that running a prompt twice computes it the same way twice
 (a reused prefix leaves the last prompt token to a batch of its own, which changes
 tokens at near-ties like any batching; ``test_prefix_cache`` covers the cache);
-``model_fa`` is the default configuration (flash attention auto, prefix cache on).
+``model_fa`` is the default flash attention (auto), prefix cache off for the same reason
+(it is compared with llama-server token for token).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def model(gemma_path: Path) -> Iterator[ri.TextModel]:
 
 @pytest.fixture(scope="session")
 def model_fa(gemma_path: Path) -> Iterator[ri.TextModel]:
-    with ri.load_model(gemma_path, backend="llama_cpp") as loaded:
+    with ri.load_model(gemma_path, backend="llama_cpp", prefix_cache=False) as loaded:
         yield loaded
 
 

@@ -185,7 +185,7 @@ class ServerModel(TextModel):
 
     def _crash_error(self, exc: BaseException) -> ServerCrashedError:
         try:
-            self._process.check_alive()
+            self._process.check_alive(grace_s=0.5)
         except ServerCrashedError as crashed:
             return crashed
         return ServerCrashedError(f"the connection to llama-server broke: {exc}")

@@ -148,7 +148,15 @@ class ServerProcess:
         tail = self._log.last_lines(lines) if self._log else []
         return " | ".join(line for line in tail if line.strip()) or "(no output)"
 
-    def check_alive(self) -> None:
+    def check_alive(self, grace_s: float = 0.0) -> None:
+        """Raise if the child has exited.  ``grace_s``: a connection broken by a dying child
+        breaks before the exit is complete (the kernel closes the sockets first), so a
+        caller that saw the break may wait that long for the exit to show."""
+        if self.proc and grace_s > 0:
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
         code = self.proc.poll() if self.proc else -1
         if code is not None:
             raise ServerCrashedError(f"llama-server exited with code {code}: {self.stderr_tail()}")
