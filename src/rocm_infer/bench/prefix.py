@@ -16,7 +16,6 @@ prints a markdown table and writes JSON with ``--out``.  It asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from typing import Any
 from .. import load_model
 from ..interface import TextModel
 from ..models import resolve_model_path
-from .run import git_commit
+from .run import git_commit, write
 
 WORDS = "the keeper climbed the stairs and lit the great lamp while the storm rolled in from the west "
 
@@ -158,8 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(result)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ JSON and prints a markdown table; it asserts nothing.  Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,7 +26,7 @@ from typing import Any
 from .. import build_info, load_model
 from ..models import resolve_model_path
 from . import reference, workloads
-from .run import git_commit
+from .run import git_commit, write
 
 SAMPLINGS: dict[str, dict[str, Any]] = {
     "greedy": {},
@@ -137,8 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(result)
     print(table)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write(result, args.out)
         args.out.with_suffix(".md").write_text(table)
 
 

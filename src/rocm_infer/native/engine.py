@@ -135,11 +135,10 @@ class Engine:
         """Match waiting requests with reusable prefixes, free ids for all a step could
         admit (evicting cached prefixes they do not reuse), then plan; while the head of
         the queue still lacks a slot or cells, evict another cached prefix and plan again."""
-        if self._waiting:
-            self.kv.match(self._waiting, self._running)
-            self.kv.free_ids_for(self._waiting, len(self._running), self.kv.n_slots)
+        self.kv.match(self._waiting, self._running)
+        if self._waiting:  # the matches stay valid: the entries they reuse are spared
+            self.kv.free_ids_for(self._waiting, len(self._running))
         while True:
-            self.kv.match(self._waiting, self._running)
             plan = plan_step(self._running, self._waiting, self.kv.free_ids, self.kv.free_cells, self._n_ctx, self._budget)
             head = self._waiting[0] if self._waiting else None
             if head is None or head in plan.admitted or head.deferred:
@@ -147,6 +146,7 @@ class Engine:
             short_of_room = self.kv.free_ids == 0 or head.cells_needed(self._n_ctx) > self.kv.free_cells
             if not short_of_room or not self.kv.evict_for(head):  # (else it waits for this step's budget)
                 return plan
+            self.kv.match(self._waiting, self._running)  # an eviction can take a source away
 
     def _take_inbox(self, block: bool) -> bool:
         """Move submissions into the waiting queue; False once shutdown arrives."""

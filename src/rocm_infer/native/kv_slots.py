@@ -29,7 +29,6 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,19 +42,14 @@ from .request import Request
 WAIT_FOR_PREFIX = 16
 
 
-@dataclass
-class _Entry:
-    tokens: np.ndarray
-
-
 class KvSlots:
     def __init__(self, ctx: LlamaContext, n_slots: int, prefix_cache: bool) -> None:
         self._ctx = ctx
-        self.n_slots = n_slots
+        self._n_slots = n_slots
         self._prefix_cache = prefix_cache
         self._free_ids = list(range(n_slots - 1, -1, -1))
         self._ledger = CellLedger(ctx.n_ctx)
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()  # seq id -> entry, oldest first
+        self._entries: OrderedDict[int, np.ndarray] = OrderedDict()  # seq id -> its token ids, oldest first
         self._hits = self._reused = self._evictions = 0
 
     @property
@@ -88,8 +82,8 @@ class KvSlots:
                 continue
             limit = len(request.prompt) - 1  # at least one token is decoded
             ids = request.prompt_ids()
-            for seq, entry in self._entries.items():
-                self._consider(request, seq, _common_prefix(ids, entry.tokens, limit))
+            for seq, tokens in self._entries.items():
+                self._consider(request, seq, _common_prefix(ids, tokens, limit))
             for source in running:
                 computed = min(source.n_computed, len(source.prompt))
                 full = _common_prefix(ids, source.prompt_ids(), limit)
@@ -109,18 +103,16 @@ class KvSlots:
         if length > request.reuse_len:
             request.reuse_from, request.reuse_len = seq, length
 
-    def free_ids_for(self, waiting: Sequence[Request], running: int, n_slots: int) -> None:
+    def free_ids_for(self, waiting: Sequence[Request], n_running: int) -> None:
         """Evict least recently used entries until every waiting request a step could
-        admit has an id, sparing the entries those requests reuse from: one eviction per
-        step would admit one request per step."""
-        wanted = min(len(waiting), n_slots - running)
+        admit has an id, sparing the entries those requests reuse from (so their matches
+        stay valid): one eviction per step would admit one request per step."""
+        wanted = min(len(waiting), self._n_slots - n_running)
         spared = {request.reuse_from for request in itertools.islice(waiting, wanted)}
         for seq in [seq for seq in self._entries if seq not in spared]:
             if len(self._free_ids) >= wanted:
                 break
-            del self._entries[seq]
-            self._drop(seq)
-            self._evictions += 1
+            self._evict(seq)
 
     def evict_for(self, request: Request) -> bool:
         """Evict the least recently used entry, the one ``request`` reuses from last (a
@@ -129,9 +121,7 @@ class KvSlots:
         victim = next((seq for seq in self._entries if seq != request.reuse_from), request.reuse_from)
         if victim not in self._entries:
             return False
-        del self._entries[victim]
-        self._drop(victim)
-        self._evictions += 1
+        self._evict(victim)
         return True
 
     # ---- admission and the end of a request --------------------------------------------
@@ -152,9 +142,14 @@ class KvSlots:
         tokens = request.computed_ids()
         if keep and self._prefix_cache and len(tokens):
             self._ledger.settle(request.seq_id, len(tokens))
-            self._entries[request.seq_id] = _Entry(tokens)
+            self._entries[request.seq_id] = tokens
         else:
             self._drop(request.seq_id)
+
+    def _evict(self, seq: int) -> None:
+        del self._entries[seq]
+        self._drop(seq)
+        self._evictions += 1
 
     def _drop(self, seq: int) -> None:
         self._ctx.remove_sequence(seq)

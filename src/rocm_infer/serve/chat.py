@@ -27,19 +27,19 @@ async def create_chat_completion(runtime: Runtime, body: ChatCompletionRequest, 
     env = Envelope.new("chatcmpl", runtime.served_name)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStream(_events(runtime, env, generation, include_usage, body.logprobs))
+        return EventStream(_events(runtime, env, generation, include_usage, body.logprobs), generation.close)
 
     async def answer() -> dict[str, Any]:
-        try:
-            choices = await collect(generation, runtime.token_text, body.logprobs)
-        finally:
-            await generation.close()
+        choices = await collect(generation, runtime.token_text, body.logprobs)
         usage = Usage()
         for choice in choices:
             usage.add(0, choice.prompt_tokens, choice.generated_tokens)
         return chat_completion(env, choices, usage)
 
-    return await unless_disconnected(request, answer())
+    try:  # here, not in answer(): a task cancelled before its first step never enters it
+        return await unless_disconnected(request, answer())
+    finally:
+        await generation.close()
 
 
 async def _events(runtime: Runtime, env: Envelope, generation: Generation, include_usage: bool, logprobs: bool) -> AsyncIterator[str]:

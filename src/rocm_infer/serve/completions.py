@@ -32,20 +32,20 @@ async def create_completion(runtime: Runtime, body: CompletionRequest, request: 
     logprobs = body.logprobs is not None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStream(_events(runtime, env, generation, echoes, include_usage, logprobs))
+        return EventStream(_events(runtime, env, generation, echoes, include_usage, logprobs), generation.close)
 
     async def answer() -> dict[str, Any]:
-        try:
-            choices = await collect(generation, runtime.token_text, logprobs)
-        finally:
-            await generation.close()
+        choices = await collect(generation, runtime.token_text, logprobs)
         usage = Usage()
         for choice, started in zip(choices, generation.choices):
             usage.add(started.prompt_index, choice.prompt_tokens, choice.generated_tokens)
             choice.text = echoes[started.prompt_index] + choice.text
         return completion(env, choices, usage)
 
-    return await unless_disconnected(request, answer())
+    try:  # here, not in answer(): a task cancelled before its first step never enters it
+        return await unless_disconnected(request, answer())
+    finally:
+        await generation.close()
 
 
 def _echo_text(model: TextModel, prompt: str | list[int]) -> str:

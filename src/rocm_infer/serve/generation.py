@@ -66,11 +66,8 @@ class Generation:
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
         async def pump(choice: Choice) -> None:
-            try:
-                async for event in self._iterate(choice):
-                    queue.put_nowait(event)
-            except Exception as exc:  # never leave the consumer waiting for this choice's end
-                queue.put_nowait((choice.index, None, exc))
+            async for event in self._iterate(choice):
+                queue.put_nowait(event)
 
         self._pumps = [asyncio.create_task(pump(choice)) for choice in self.choices]
         remaining = len(self.choices)
@@ -88,7 +85,7 @@ class Generation:
                     choice.produced = True
                     self._metrics.first_token()
                 yield choice.index, token, None
-        except RocmInferError as exc:
+        except Exception as exc:  # every choice ends with its end event, typed or a 500, on both paths
             error = exc
         self._record(choice)
         yield choice.index, None, error

@@ -2,9 +2,8 @@
 
 Streamed answers: Starlette cancels the response's body iterator when the
 client disconnects (it listens for ``http.disconnect`` while streaming), and
-``EventStream`` closes the iterator afterwards whatever happened, so the
-generator's ``finally`` (which closes the generation and waits for the engine to
-free the cells) always runs, and runs now rather than at garbage collection.
+``EventStream`` closes the iterator and then the generation (which waits for the
+engine to free the cells) whatever happened, now rather than at garbage collection.
 
 Non-streamed answers: Starlette does not watch the client while a handler runs, so
 ``unless_disconnected`` races the work against the client's ``http.disconnect``
@@ -14,7 +13,7 @@ Non-streamed answers: Starlette does not watch the client while a handler runs, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -30,18 +29,22 @@ class ClientGone(Exception):
 
 
 class EventStream(StreamingResponse):
-    """``text/event-stream`` whose body iterator is always closed when the response ends."""
+    """``text/event-stream`` that closes its generation when the response ends, however it
+    ends: an async generator closed before it started never runs its own ``finally``
+    (a client gone before the first event), so the response, not the generator, owns it."""
 
-    def __init__(self, events: AsyncIterator[str]) -> None:
+    def __init__(self, events: AsyncIterator[str], close: Callable[[], Awaitable[None]]) -> None:
         super().__init__(events, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._events = events
+        self._close = close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             await self._events.aclose()  # type: ignore[attr-defined]
+            await self._close()
 
 
 async def _disconnected(request: Request) -> None:

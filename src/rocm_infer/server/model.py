@@ -10,6 +10,7 @@ template (the architecture is read from the server's own load log).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -119,10 +120,16 @@ class ServerModel(TextModel):
 
     def _request(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._process.api_key}"}
-        response = httpx.request(method, self._process.base_url + route, headers=headers, json=body, timeout=10.0)
+        try:
+            response = httpx.request(method, self._process.base_url + route, headers=headers, json=body, timeout=10.0)
+        except httpx.HTTPError as exc:  # a broken connection: typed, with the child's state
+            raise self._crash_error(exc) from exc
         if response.status_code != 200:
             raise http_error(response)
-        return response.json()
+        try:
+            return response.json()
+        except json.JSONDecodeError as exc:
+            raise ServerCrashedError(f"llama-server answered {route} with something that is not JSON") from exc
 
     def _describe(self, path: Path, config: LoadConfig, backend: str, facts: dict[str, str]) -> ModelInfo:
         meta = self._request("GET", "/v1/models")["data"][0]["meta"]

@@ -176,10 +176,8 @@ class ServerProcess:
             try:
                 self.proc.wait(TERM_GRACE_S)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
+                pass  # SIGKILL next
+        self._kill()
         self.proc = None
 
     def __enter__(self) -> ServerProcess:
