@@ -19,10 +19,13 @@ class StopMatcher:
         if not self.stops:
             return text, False
         buffer = self.held + text
-        hits = [i for i in (buffer.find(stop) for stop in self.stops) if i >= 0]
+        # the stop string that completes first (ends earliest; of those, the longest) wins,
+        # as a stream that sees one character at a time would find it: so the output does
+        # not depend on how the text was split into tokens
+        hits = [(i + len(stop), i) for stop in self.stops if (i := buffer.find(stop)) >= 0]
         if hits:
             self.held = ""
-            return buffer[: min(hits)], True
+            return buffer[: min(hits)[1]], True
         keep = _longest_stop_prefix_suffix(buffer, self.stops)
         self.held = buffer[len(buffer) - keep :] if keep else ""
         return buffer[: len(buffer) - keep], False
