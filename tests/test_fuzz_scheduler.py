@@ -1,0 +1,165 @@
+"""Property tests (hypothesis) for admission: random request mixes (shared prefixes,
+cancellations, early stops, the prefix cache on and off) run through the engine's own
+planning (``Engine._plan``: ``KvSlots`` matching and eviction, then ``plan_step``) against a
+model of llama.cpp's unified KV cache.  Each step: no more admitted than free ids, no more
+cells reserved than free, the queue admitted in order, the head admitted whenever it fits;
+the cells really filled never exceed the context nor what the ledger charges; every request
+ends within a bound, and at the end every cell is free.
+
+``UnifiedCache`` stands in for ``LlamaContext``: it keeps, per sequence, which cell holds
+each position, and shares cells on ``copy_prefix`` as llama.cpp's unified cache does.  A
+real context would decode each step (minutes for the examples here) and could not say
+which cell a position uses, which is what the properties are about.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from hypothesis import given, settings, strategies as st
+
+from rocm_infer.native.engine import Engine
+from rocm_infer.native.kv_slots import KvSlots
+from rocm_infer.native.request import Request, RequestStatus
+from rocm_infer.types import GenerateConfig
+
+
+class UnifiedCache:
+    """Positions of each sequence mapped to cell ids; a cell lives while a sequence holds it."""
+
+    def __init__(self, n_ctx: int) -> None:
+        self.n_ctx = n_ctx
+        self.seqs: dict[int, dict[int, int]] = {}
+        self._ids = itertools.count()
+
+    def fill(self, seq: int, start: int, count: int) -> None:
+        cells = self.seqs.setdefault(seq, {})
+        for pos in range(start, start + count):
+            assert pos not in cells, f"position {pos} of sequence {seq} computed twice"
+            cells[pos] = next(self._ids)
+
+    def copy_prefix(self, src: int, dst: int, length: int) -> None:
+        source = self.seqs.get(src, {})
+        assert all(pos in source for pos in range(length)), "a prefix copied before it was computed"
+        self.seqs.setdefault(dst, {}).update({pos: source[pos] for pos in range(length)})
+
+    def remove_sequence(self, seq: int) -> None:
+        self.seqs.pop(seq, None)
+
+    @property
+    def used(self) -> int:
+        return len({cell for cells in self.seqs.values() for cell in cells.values()})
+
+
+@dataclass
+class Plan:
+    """One request of a scenario: when it arrives, what it does."""
+
+    prompt: list[int]
+    max_tokens: int
+    stops_after: int  # generated tokens before it ends on its own (a stop)
+    arrives: int
+    cancel_at: int | None
+    request: Request = field(init=False)
+
+
+TOKENS = st.lists(st.integers(0, 2), min_size=1, max_size=40)  # few ids: prefixes are shared often
+
+
+@st.composite
+def scenarios(draw):
+    n_ctx = draw(st.integers(48, 160))
+    plans = []
+    for _ in range(draw(st.integers(1, 10))):
+        prefix = draw(st.sampled_from([[], [7] * 20, [7] * 20 + [8] * 10]))
+        prompt = (prefix + draw(TOKENS))[: n_ctx - 1]
+        plans.append(Plan(prompt, draw(st.integers(1, 24)), draw(st.integers(1, 30)), draw(st.integers(0, 12)),
+                          draw(st.none() | st.integers(0, 30))))
+    return n_ctx, draw(st.integers(1, 5)), draw(st.integers(1, 48)), draw(st.booleans()), plans
+
+
+class Sim:
+    """The engine's bookkeeping around ``Engine._plan``: admit, run, apply, finish."""
+
+    def __init__(self, n_ctx: int, slots: int, budget: int, prefix_cache: bool) -> None:
+        self.cache = UnifiedCache(n_ctx)
+        self.kv = KvSlots(self.cache, slots, prefix_cache)  # type: ignore[arg-type]
+        self._n_ctx, self._budget, self.slots = n_ctx, budget, slots
+        self._running: list[Request] = []
+        self._waiting: list[Request] = []
+
+    def step(self, now: int) -> None:
+        for request in [*self._running, *self._waiting]:
+            if request.cancel_event.is_set():
+                self.finish(request, RequestStatus.FINISHED_CANCELLED)
+        waiting_before = list(self._waiting)
+        plan = Engine._plan(SimpleNamespace(kv=self.kv, _waiting=self._waiting, _running=self._running,
+                                            _n_ctx=self._n_ctx, _budget=self._budget))
+        admitted = list(plan.admitted)
+        # never admits past a free id; never reserves more cells than are free; in order
+        assert len(admitted) <= self.kv.free_ids
+        assert self.kv.free_ids + len(self.kv.cached_ids()) + len(self._running) == self.slots
+        assert sum(r.cells_needed(self._n_ctx) for r in admitted) <= self.kv.free_cells
+        assert admitted == waiting_before[: len(admitted)]
+        assert plan.n_tokens <= self._budget
+        head = waiting_before[0] if waiting_before else None
+        if head is not None and head not in admitted and not head.deferred:  # never starves the head
+            budget_left = self._budget - sum(c.count for c in plan.chunks)
+            fits = self.kv.free_ids > 0 and head.cells_needed(self._n_ctx) <= self.kv.free_cells
+            assert not fits or budget_left == 0, "the head of the queue fits and was not admitted"
+        for request in admitted:
+            self._waiting.remove(request)
+            self.kv.admit(request, self._n_ctx)
+            self._running.append(request)
+            request.status = RequestStatus.RUNNING
+        for chunk in plan.chunks:
+            self.cache.fill(chunk.request.seq_id, chunk.start, chunk.count)
+            chunk.request.n_computed += chunk.count
+        assert self.cache.used <= self._n_ctx, "more cells filled than the context has"
+        charged = self.kv.stats().cells_held + sum(self.kv._ledger.charge(r.seq_id) for r in self._running)
+        assert self.cache.used <= charged <= self._n_ctx, "the ledger charges fewer cells than are filled"
+        for chunk in plan.chunks:
+            request = chunk.request
+            if chunk.wants_logits and not request.status.finished:
+                request.generated.append(1)
+                if len(request.generated) >= request.stops_after:
+                    self.finish(request, RequestStatus.FINISHED_STOPPED)
+                elif len(request.generated) >= request.config.max_tokens or request.n_tokens >= self._n_ctx:
+                    self.finish(request, RequestStatus.FINISHED_LENGTH)
+
+    def finish(self, request: Request, status: RequestStatus) -> None:
+        if request in self._running:
+            self._running.remove(request)
+            self.kv.finish(request, keep=status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH))
+        elif request in self._waiting:
+            self._waiting.remove(request)
+        request.status = status
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_admission_never_over_reserves_never_overfills_and_never_starves(scenario):
+    n_ctx, slots, budget, prefix_cache, plans = scenario
+    sim = Sim(n_ctx, slots, budget, prefix_cache)
+    for plan in plans:
+        plan.request = Request(list(plan.prompt), GenerateConfig(max_tokens=plan.max_tokens), queue.SimpleQueue())
+        plan.request.stops_after = plan.stops_after  # type: ignore[attr-defined]
+    # each request alone needs at most ceil(prompt / budget) + max_tokens steps; one at a time
+    bound = 13 + sum(-(-len(p.prompt) // budget) + p.max_tokens + 1 for p in plans)
+    for now in range(bound):
+        for plan in plans:
+            if plan.arrives == now:
+                sim._waiting.append(plan.request)
+            if plan.cancel_at == now:
+                plan.request.cancel_event.set()
+        sim.step(now)
+        if now > 12 and all(p.request.status.finished for p in plans):
+            break
+    assert all(p.request.status.finished for p in plans), "a request never ended"
+    for seq in list(sim.kv.cached_ids()):  # the cache's entries go; then nothing may be held
+        sim.kv._evict(seq)
+    assert sim.cache.used == 0 and sim.cache.seqs == {}
+    assert sim.kv.free_cells == n_ctx and sim.kv.free_ids == slots
