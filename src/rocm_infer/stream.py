@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -48,23 +49,66 @@ class Sink(Protocol):
     def put(self, item: Any) -> None: ...
 
 
-class AsyncSink:
-    """A sink for an asyncio consumer: items cross into the event loop with
-    ``call_soon_threadsafe``, so no executor thread waits per stream.  Once the loop
-    is closed nobody can listen any more, and ``on_loop_closed`` (the request's cancel)
-    is called, so the producer stops at once instead of running to ``max_tokens``."""
+class _LoopMailbox:
+    """Items bound for one event loop, handed over in one loop callback per burst.
+
+    ``call_soon_threadsafe`` per item writes the loop's wake-up pipe every time: a step
+    that makes 64 tokens would wake the loop 64 times and make 64 system calls on the
+    engine thread.  Items posted while a hand-over is pending join it instead, so a step
+    costs the producer one list append per token and the loop one wake-up.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue[Any], Any]] = []
+
+    def post(self, target: asyncio.Queue[Any], item: Any) -> bool:
+        """Queue ``item`` for ``target``; False when the loop is closed (nobody listens)."""
+        with self._lock:
+            self._items.append((target, item))
+            if len(self._items) > 1:  # a hand-over is already scheduled: it takes this too
+                return not self._loop.is_closed()
+        try:
+            self._loop.call_soon_threadsafe(self._hand_over)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for target, item in items:
+            target.put_nowait(item)
+
+
+_mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopMailbox] = weakref.WeakKeyDictionary()
+_mailboxes_lock = threading.Lock()
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _LoopMailbox:
+    with _mailboxes_lock:
+        box = _mailboxes.get(loop)
+        if box is None:
+            box = _mailboxes[loop] = _LoopMailbox(loop)
+        return box
+
+
+class AsyncSink:
+    """A sink for an asyncio consumer: items cross into the event loop through the loop's
+    mailbox (one wake-up per burst of items, see ``_LoopMailbox``), so no executor thread
+    waits per stream.  Once the loop is closed nobody can listen any more, and
+    ``on_loop_closed`` (the request's cancel) is called, so the producer stops at once
+    instead of running to ``max_tokens``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._mailbox = _mailbox(loop)
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.on_loop_closed: Callable[[], None] | None = None
 
     def put(self, item: Any) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            if self.on_loop_closed is not None and not isinstance(item, Finished):
-                self.on_loop_closed()
+        if not self._mailbox.post(self.queue, item) and self.on_loop_closed is not None and not isinstance(item, Finished):
+            self.on_loop_closed()
 
 
 def _cancel_quietly(cancel: Callable[[], None]) -> None:
