@@ -15,11 +15,26 @@ from typing import Any
 
 import click
 
-from . import errors
+from .commands.chat import chat
+from .commands.classify import classify
+from .commands.generate import generate
+from .commands.models import models
+from .commands.options import HintingCommand, failures, log_option
 
 
-def _fail(exc: errors.RocmInferError) -> None:
-    raise click.ClickException(f"{type(exc).__name__}: {exc}")
+class _Cli(click.Group):
+    """Subcommands take ``-v`` and hint at our names for foreign options (``--max_tokens``
+    is read as ``--max-tokens``); Ctrl-C exits 130 (the shell's convention for SIGINT)
+    rather than click's ``Aborted!`` and 1."""
+
+    command_class = HintingCommand
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(err=True)
+            raise click.exceptions.Exit(130) from None
 
 
 def _render(record: dict[str, Any], as_json: bool) -> None:
@@ -31,43 +46,19 @@ def _render(record: dict[str, Any], as_json: bool) -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
-@click.group()
+@click.group(cls=_Cli, params=[log_option()], context_settings={"token_normalize_func": lambda name: name.replace("_", "-")})
 @click.version_option(package_name="rocm-infer")
 def main() -> None:
-    """Run GGUF models in-process through llama.cpp (ROCm/HIP first)."""
+    """Run GGUF models in-process through llama.cpp (ROCm/HIP first).
+
+    Exit status: 0 done, 1 failed, 2 bad command line, 130 interrupted.
+    """
 
 
-@main.command()
-@click.argument("prompt")
-@click.option("--model", "-m", default=None, help="GGUF path or name in ROCM_MODEL_DIR (default: Gemma 3 270M).")
-@click.option("--backend", "-b", default=None, help="rocm, llama_cpp, ... (default: the first available).")
-@click.option("--max-tokens", "-n", default=128, show_default=True, type=int)
-@click.option("--temperature", "-t", default=0.0, show_default=True, type=float)
-@click.option("--seed", default=None, type=int)
-@click.option("--chat", is_flag=True, help="Wrap the prompt in the model's chat template as a user turn.")
-@click.option("--stats", is_flag=True, help="Print this request's metrics to stderr.")
-def generate(prompt: str, model: str | None, backend: str | None, max_tokens: int, temperature: float, seed: int | None, chat: bool, stats: bool) -> None:
-    """Generate text from PROMPT, streaming it to stdout."""
-    from . import load_model
-
-    try:
-        with load_model(model, backend=backend) as loaded:
-            options = dict(max_tokens=max_tokens, temperature=temperature, seed=seed)
-            stream = loaded.chat([{"role": "user", "content": prompt}], **options) if chat else loaded.generate(prompt, **options)
-            with stream:
-                for token in stream:
-                    click.echo(token.text, nl=False)
-                    sys.stdout.flush()
-            click.echo()
-            if stats and stream.metrics:
-                m = stream.metrics
-                click.echo(
-                    f"{m.prompt_tokens} prompt + {m.generated_tokens} generated tokens; first token {m.time_to_first_token_s * 1000:.0f} ms; "
-                    f"decode {m.decode_tokens_per_s:.1f} tok/s ({loaded.info.backend}, {loaded.info.name})",
-                    err=True,
-                )
-    except errors.RocmInferError as exc:
-        _fail(exc)
+main.add_command(generate)
+main.add_command(chat)
+main.add_command(classify)
+main.add_command(models)
 
 
 @main.command()
@@ -89,10 +80,8 @@ def build_info_command(as_json: bool) -> None:
     """What the native libraries were compiled for."""
     from . import build_info
 
-    try:
+    with failures():
         _render(dataclasses.asdict(build_info()), as_json)
-    except errors.RocmInferError as exc:
-        _fail(exc)
 
 
 @main.command()
@@ -102,11 +91,8 @@ def info(model: str | None, as_json: bool) -> None:
     """Load MODEL (default: Gemma 3 270M) and describe it."""
     from . import load_model
 
-    try:
-        with load_model(model) as loaded:
-            _render(dataclasses.asdict(loaded.info), as_json)
-    except errors.RocmInferError as exc:
-        _fail(exc)
+    with failures(), load_model(model) as loaded:
+        _render(dataclasses.asdict(loaded.info), as_json)
 
 
 @main.command()
@@ -126,44 +112,11 @@ def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, 
 
     settings = BenchSettings(model=model, threads=threads, gen_tokens=gen_tokens, prompt_tokens=prompt_tokens,
                              streams=[int(s) for s in streams.split(",")], flash_attn=flash_attn, backends=backends.split(","))
-    try:
+    with failures():
         result = run(settings)
-    except errors.RocmInferError as exc:
-        _fail(exc)
     write(result, Path(out))
     table(result)
     click.echo(json.dumps(result["ratios"], indent=2))
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M" if n >= 1e6 else str(n)
-
-
-@main.command()
-@click.argument("folder", required=False)
-@click.option("--json", "as_json", is_flag=True)
-def models(folder: str | None, as_json: bool) -> None:
-    """List the GGUF models in FOLDER (default: ROCM_MODEL_DIR), from their headers."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from .discovery import discover
-
-    try:
-        entries = discover(folder)
-    except errors.RocmInferError as exc:
-        _fail(exc)
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(e) for e in entries], indent=2))
-        return
-    table = Table("name", "architecture", "params", "quant", "size", "context", "chat", "problem")
-    for e in entries:
-        params = _count(e.parameter_count) if e.parameter_count else "-"
-        parts = f" ({e.split_count} parts)" if e.split_count > 1 else ""
-        table.add_row(e.name, e.architecture or "-", params, e.quantization or "-",
-                      f"{e.file_size_bytes / (1 << 20):,.0f} MiB{parts}", str(e.context_length or "-"),
-                      "yes" if e.has_chat_template else "no", e.problem or "")
-    Console().print(table)
 
 
 @main.command()
@@ -191,13 +144,11 @@ def serve(model: str | None, host: str, port: int, api_key: str | None, parallel
         raise click.ClickException(f"serving needs the 'serve' extra (pip install 'rocm-infer[serve]'): {exc}") from exc
     from .types import LoadConfig
 
-    try:
+    with failures():
         load = LoadConfig(backend=backend, context_len=ctx, parallel_slots=parallel, flash_attn=flash_attn,  # type: ignore[arg-type]
                           gpu_layers=gpu_layers, prefix_cache=prefix_cache)
         settings = ServeSettings(model=model, served_name=served_model_name, api_key=api_key or None, load=load)
         run_server(settings, host=host, port=port, log_level=log_level, say=lambda line: click.echo(line, err=True))
-    except errors.RocmInferError as exc:
-        _fail(exc)
 
 
 @main.command("doctor")

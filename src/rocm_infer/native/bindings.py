@@ -27,6 +27,9 @@ from ..errors import BackendUnavailableError
 from ..hardware import masked_environment
 
 _log = logging.getLogger("rocm_infer.llama")
+# Silent unless the application configures logging (the library convention): without it,
+# Python's last-resort handler would print llama.cpp's load-time warnings on every load.
+_log.addHandler(logging.NullHandler())
 _LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: logging.DEBUG}
 
 
