@@ -160,7 +160,7 @@ class LoadConfig:
     ``context_len=0``: the model's trained context, capped by free VRAM on a HIP build
     and at 4096 tokens otherwise (``models.size_context``).  ``gpu_layers=-1``: offload every
     layer the build can.  ``parallel_slots=0``: 16 sequences share one KV cache.
-    ``n_threads=0``: one thread per CPU the process may use.  ``device_sampling``: where
+    ``n_threads=0``: llama.cpp's own default, one per physical core (``cpu_threads``).  ``device_sampling``: where
     tokens are chosen; ``"auto"`` samples in the decode graph (only the chosen token comes
     back) the requests whose host sampling needs a pass over the whole vocabulary (top-p
     without top-k, min-p alone, pure temperature) when the output layer is on a GPU, and

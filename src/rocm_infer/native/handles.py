@@ -11,10 +11,10 @@ only error channel for loading) in the message.
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 from typing import Any
 
+from ..cpu_threads import default_threads
 from ..errors import (
     EngineError,
     InvalidModelError,
@@ -120,7 +120,7 @@ class LlamaContext(_OwnedPointer):
         # cache depends on it): cells outside the window are kept, so a copied prefix is whole
         params.swa_full = True
         params.flash_attn_type = FLASH_ATTN_TYPES[flash_attn]
-        threads = n_threads or len(os.sched_getaffinity(0))
+        threads = n_threads or default_threads()
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True

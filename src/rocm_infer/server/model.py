@@ -11,7 +11,6 @@ template (the architecture is read from the server's own load log).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 
 from ..chat_templates import template_for
+from ..cpu_threads import default_threads
 from ..errors import InvalidConfigError, ModelClosedError, ServerCrashedError
 from ..interface import TextModel
 from ..models import quantization_from_name
@@ -45,7 +45,7 @@ def server_args(path: Path, config: LoadConfig, chat_template: str | None) -> li
     identical token ids.  With ``prefix_cache`` (requests send ``cache_prompt: true``) the
     server reuses a slot's prefix, which for an SWA model needs ``--swa-full`` when there
     are no checkpoints: the same full-size SWA cache the in-process engine keeps."""
-    threads = config.n_threads or len(os.sched_getaffinity(0))
+    threads = config.n_threads or default_threads()
     args = [
         "-m", str(path),
         "-ngl", str(999 if config.gpu_layers < 0 else config.gpu_layers),
