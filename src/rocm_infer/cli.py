@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from .commands.bench import bench
 from .commands.chat import chat
 from .commands.classify import classify
 from .commands.generate import generate
@@ -59,6 +60,7 @@ main.add_command(generate)
 main.add_command(chat)
 main.add_command(classify)
 main.add_command(models)
+main.add_command(bench)
 
 
 @main.command()
@@ -96,30 +98,6 @@ def info(model: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--model", "-m", default=None, help="GGUF path (default: Gemma 3 270M).")
-@click.option("--threads", "-t", default=0, type=int, help="CPU threads for every contender (default: all usable CPUs).")
-@click.option("--gen-tokens", default=64, show_default=True, type=int)
-@click.option("--prompt-tokens", default=16, show_default=True, type=int)
-@click.option("--streams", default="1,4,16", show_default=True, help="Concurrent stream counts.")
-@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
-@click.option("--backends", default="llama_cpp,llama_server", show_default=True)
-@click.option("--out", type=click.Path(), default="benchmarks/out/bench.json", show_default=True)
-def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, streams: str, flash_attn: str, backends: str, out: str) -> None:
-    """Measure the backends side by side with llama-bench and llama-batched-bench (same build)."""
-    from pathlib import Path
-
-    from .bench.run import BenchSettings, run, table, write
-
-    settings = BenchSettings(model=model, threads=threads, gen_tokens=gen_tokens, prompt_tokens=prompt_tokens,
-                             streams=[int(s) for s in streams.split(",")], flash_attn=flash_attn, backends=backends.split(","))
-    with failures():
-        result = run(settings)
-    write(result, Path(out))
-    table(result)
-    click.echo(json.dumps(result["ratios"], indent=2))
-
-
-@main.command()
 @click.argument("model", required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free port, printed on stderr).")
@@ -154,19 +132,24 @@ def serve(model: str | None, host: str, port: int, api_key: str | None, parallel
 @main.command("doctor")
 @click.option("--json", "as_json", is_flag=True)
 def doctor_command(as_json: bool) -> None:
-    """Check ROCm, the GPUs, the build and the tools; exit status 1 when no AMD GPU is usable."""
+    """Check ROCm, Vulkan, the GPUs, the build and the tools; exit status 1 when the build
+    has no GPU it can use (ROCm for a HIP build, a Vulkan GPU for a Vulkan build)."""
     from .doctor import doctor
 
     report = doctor()
     if as_json:
-        click.echo(json.dumps({"amd_gpu_usable": report.amd_gpu_usable, "checks": [dataclasses.asdict(c) for c in report.checks]}, indent=2))
+        click.echo(json.dumps({"amd_gpu_usable": report.amd_gpu_usable, "vulkan_gpu_usable": report.vulkan_gpu_usable,
+                                "checks": [dataclasses.asdict(c) for c in report.checks]}, indent=2))
     else:
         for check in report.checks:
             click.echo(f"{'ok ' if check.ok else 'NO '} {check.name:<14} {check.detail}")
             if check.fix:
                 click.echo(f"{'':<19}fix: {check.fix}")
-        click.echo("AMD GPU usable: " + ("yes" if report.amd_gpu_usable else "no (the rocm backend cannot run here)"))
-    sys.exit(0 if report.amd_gpu_usable else 1)
+        if report.gpu_backend == "vulkan":
+            click.echo("Vulkan GPU usable: " + ("yes (the llama_cpp backend runs on it)" if report.vulkan_gpu_usable else "no"))
+        else:
+            click.echo("AMD GPU usable: " + ("yes" if report.amd_gpu_usable else "no (the rocm backend cannot run here)"))
+    sys.exit(0 if report.amd_gpu_usable or report.vulkan_gpu_usable else 1)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from types import ModuleType
 from ..build import LIB_DIR, build_config, library_present
 from ..errors import BackendUnavailableError
 from ..hardware import masked_environment
+from ..vulkan import vulkan_masked_environment
 
 _log = logging.getLogger("rocm_infer.llama")
 # Silent unless the application configures logging (the library convention): without it,
@@ -98,6 +99,8 @@ class _Native:
             )
         if build_config().get("gpu_backend") == "hip":  # before the HIP runtime starts, or never
             os.environ.update(masked_environment(dict(os.environ)))
+        if build_config().get("gpu_backend") == "vulkan":  # before ggml's Vulkan backend starts
+            os.environ.update(vulkan_masked_environment(os.environ))
         os.environ["LLAMA_CPP_LIB_PATH"] = str(LIB_DIR)
         try:
             import llama_cpp.llama_cpp as module

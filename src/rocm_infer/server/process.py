@@ -27,9 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from ..build import tool_path
+from ..build import build_config, tool_path
 from ..errors import BackendUnavailableError, ServerCrashedError
 from ..hardware import masked_environment
+from ..vulkan import vulkan_masked_environment
 from .stderr_log import StderrLog
 
 PORT_ATTEMPTS = 3
@@ -105,6 +106,8 @@ class ServerProcess:
     def _spawn(self, binary: Path, args: list[str]) -> None:
         cmd = [str(binary), *args, "--host", "127.0.0.1", "--port", str(self.port)]
         env = masked_environment(dict(os.environ))
+        if build_config().get("gpu_backend") == "vulkan":
+            env = vulkan_masked_environment(env)
         env.pop("LLAMA_ARG_API_KEY_FILE", None)  # would add keys of someone else's choosing
         env["LLAMA_API_KEY"] = self.api_key  # the environment, unlike argv, is private to our user
         try:
