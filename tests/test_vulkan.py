@@ -2,6 +2,7 @@
 device lists shaped like real machines (no Vulkan GPU exists here), and the loader probe
 on this machine, whatever it has."""
 
+from rocm_infer.build import flash_attn_kernels
 from rocm_infer.doctor import doctor
 from rocm_infer.vulkan import VulkanDevice, choose_vulkan_mask, vulkan_coopmat, vulkan_devices, vulkan_masked_environment
 
@@ -84,3 +85,8 @@ def test_the_loader_probe_on_this_machine_answers_without_raising():
     devices = vulkan_devices()  # empty where there is no libvulkan.so.1, as on the CPU CI machine
     assert [d.index for d in devices] == list(range(len(devices)))
     assert all(d.name and d.device_type for d in devices)
+
+
+def test_build_info_names_a_vulkan_build_without_coopmat_shaders():
+    assert "coopmat" in flash_attn_kernels(VULKAN_BUILD)
+    assert flash_attn_kernels({**VULKAN_BUILD, "vulkan_coopmat": False}).startswith("scalar only")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .types import BuildInfo
+from .vulkan import vulkan_coopmat
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 LIB_DIR = PACKAGE_DIR / "lib"
@@ -22,9 +23,10 @@ BUILD_CONFIG = PACKAGE_DIR / "build_config.json"
 _FA_KERNELS = {
     "hip": "WMMA (fattn-mma-f16, RDNA 3/4) + tile/vec",
     "cuda": "MMA (fattn-mma-f16) + tile/vec",
-    "vulkan": "coopmat / scalar",
+    "vulkan": "coopmat (KHR_cooperative_matrix) + scalar",
     "cpu": "CPU",
 }
+_VULKAN_WITHOUT_COOPMAT = "scalar only (glslc lacked GL_KHR_cooperative_matrix: no coopmat shaders)"
 
 
 def library_present() -> bool:
@@ -42,6 +44,13 @@ def build_config() -> dict[str, object]:
     return json.loads(BUILD_CONFIG.read_text())
 
 
+def flash_attn_kernels(config: dict[str, object]) -> str:
+    backend = str(config.get("gpu_backend", "unknown"))
+    if vulkan_coopmat(config) is False:
+        return _VULKAN_WITHOUT_COOPMAT
+    return _FA_KERNELS.get(backend, "unknown")
+
+
 def build_info() -> BuildInfo:
     """What the native libraries in this process were compiled for."""
     from .native.bindings import lib
@@ -53,7 +62,7 @@ def build_info() -> BuildInfo:
     return BuildInfo(
         gpu_backend=backend,
         gpu_targets=targets,
-        flash_attn_kernels=_FA_KERNELS.get(backend, "unknown"),
+        flash_attn_kernels=flash_attn_kernels(config),
         llama_cpp_commit=str(config.get("llama_cpp_commit", "unknown")),
         library_path=str(LIB_DIR / "libllama.so"),
         bin_path=str(BIN_DIR),
