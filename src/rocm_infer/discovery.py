@@ -80,6 +80,13 @@ def read_entry(files: list[Path], name: str) -> ModelEntry:
         if problem:
             where = f"{file.name}: " if len(files) > 1 else ""
             return ModelEntry(**base, problem=where + problem)
+    try:
+        return _entry_from_headers(base, readers)
+    except Exception as exc:  # noqa: BLE001 - a value of the wrong type, a string not UTF-8
+        return ModelEntry(**base, problem=f"unreadable GGUF metadata: {exc}")
+
+
+def _entry_from_headers(base: dict, readers: list[HeaderReader]) -> ModelEntry:
     head = readers[0]
     architecture = head.value("general.architecture")
     tensors = [t for reader in readers for t in reader.tensors]

