@@ -5,9 +5,10 @@
 #
 #   scripts/check_vulkan_build.sh [--quick] [--cache-dir DIR] [--fresh]
 #
-#   --quick      configure the package's CMake for Vulkan, generate the cooperative-matrix
-#                flash-attention shaders (flash_attn_cm1.comp) and compile ggml-vulkan.cpp
-#                (the object that needs Vulkan headers >= 1.4: vk::LayerSettingEXT).
+#   --quick      configure the package's CMake for Vulkan, generate the shader header and the
+#                cooperative-matrix flash-attention shaders (flash_attn_cm1.comp), and
+#                compile ggml-vulkan.cpp (the object bookworm's 1.3.239 headers cannot:
+#                vk::LayerSettingEXT).
 #   (default)    build the whole package in the chroot (ROCM_INFER_GPU=vulkan pip install
 #                -r requirements.txt), count the coopmat shader variants, then on lavapipe:
 #                every layer offloaded (gpu_layers=-1), device memory non-zero while loaded
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --fresh) FRESH=1 ;;
     --cache-dir) CACHE_DIR="${2:-}"; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "check_vulkan_build.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -91,14 +92,20 @@ if [ "$QUICK" = 1 ]; then
   step configure in_chroot sh -c "cmake -S /build/src -B $BUILD_DIR -G Ninja -DCMAKE_BUILD_TYPE=Release -DROCM_INFER_GPU=vulkan"
   grep -q "GL_KHR_cooperative_matrix supported by glslc" "$STEP_LOG" \
     || fail "glslc in the chroot does not support GL_KHR_cooperative_matrix: the build would have no coopmat shaders"
+  STEP="build-record"
+  python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("vulkan_coopmat") is not True)' \
+    "$CHROOT$BUILD_DIR/build_config.json" || fail "build_config.json does not record vulkan_coopmat: true"
+  # ninja would build every shader first (each object of ggml-vulkan waits for all of the
+  # target's generated sources), so the object is compiled by its own command, after the
+  # shader header and the one shader file it is checked with.
   quick_compile() {
-    local unit path targets=()
-    for unit in flash_attn_cm1.comp.cpp ggml-vulkan.cpp.o; do
-      path=$(chroot "$CHROOT" ninja -C "$BUILD_DIR" -t targets all | cut -d: -f1 | grep -F "/$unit" | head -n1)
-      [ -n "$path" ] || { echo "no ninja target ends in $unit: did the Vulkan backend configure?"; return 1; }
-      targets+=("$path")
-    done
-    in_chroot nice -n 19 ninja -C "$BUILD_DIR" -j "$JOBS" "${targets[@]}"
+    local vk=llama.cpp/ggml/src/ggml-vulkan
+    local object="$vk/CMakeFiles/ggml-vulkan.dir/ggml-vulkan.cpp.o"
+    in_chroot nice -n 19 ninja -C "$BUILD_DIR" -j "$JOBS" "$vk/ggml-vulkan-shaders.hpp" "$vk/flash_attn_cm1.comp.cpp"
+    chroot "$CHROOT" ninja -C "$BUILD_DIR" -t commands "$object" | tail -n1 >"$CHROOT/build/quick-object.sh"
+    grep -q -- "-DGGML_VULKAN_COOPMAT_GLSLC_SUPPORT" "$CHROOT/build/quick-object.sh" \
+      || { echo "ggml-vulkan.cpp is not compiled with GGML_VULKAN_COOPMAT_GLSLC_SUPPORT"; return 1; }
+    in_chroot nice -n 19 sh -c "cd $BUILD_DIR && sh /build/quick-object.sh && test -s $object"
   }
   step compile quick_compile
 else

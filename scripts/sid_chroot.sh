@@ -86,8 +86,9 @@ apt_mirror() {  # this machine's own apt mirror, never a hard-coded host
   echo "${uri%/}"
 }
 
-ensure_chroot() {  # ensure_chroot WHAT "PACKAGES": make the chroot unless a finished one is cached
-  local what="$1" packages="$2"
+ensure_chroot() {  # ensure_chroot WHAT "PACKAGES" [SUITE]: make the chroot unless a finished one
+  # is cached; PACKAGES come from SUITE (default sid; experimental adds its line to sid's)
+  local what="$1" packages="$2" suite="${3:-sid}"
   [ -f "$CHROOT/.rocm-infer-ready" ] && return 0
   STEP="mirror"
   MIRROR="$(apt_mirror)"
@@ -99,7 +100,7 @@ ensure_chroot() {  # ensure_chroot WHAT "PACKAGES": make the chroot unless a fin
   if ! command -v debootstrap >/dev/null; then
     step install-debootstrap sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap'
   fi
-  step create-chroot _create_sid_chroot "$packages"
+  step create-chroot _create_sid_chroot "$packages" "$suite"
 }
 
 _create_sid_chroot() {
@@ -107,11 +108,14 @@ _create_sid_chroot() {
   if [ -d "$partial" ]; then remove_tree "$partial"; fi
   debootstrap --variant=minbase --include=ca-certificates sid "$partial" "$MIRROR"
   echo 'Acquire::Check-Valid-Until "false";' >"$partial/etc/apt/apt.conf.d/99rocm-infer"
-  echo "deb $MIRROR sid main" >"$partial/etc/apt/sources.list"
+  {
+    echo "deb $MIRROR sid main"
+    if [ "$2" != sid ]; then echo "deb $MIRROR $2 main"; fi
+  } >"$partial/etc/apt/sources.list"
   cp -L /etc/resolv.conf "$partial/etc/resolv.conf"
   mount_into "$partial"
   chroot "$partial" /usr/bin/env -i PATH=/usr/bin:/bin:/usr/sbin:/sbin DEBIAN_FRONTEND=noninteractive \
-    sh -c "apt-get update && apt-get install -y --no-install-recommends $1 && apt-get clean"
+    sh -c "apt-get update && apt-get install -y --no-install-recommends -t $2 $1 && apt-get clean"
   unmount_all
   mv "$partial" "$CHROOT"
   date -u +%FT%TZ >"$CHROOT/.rocm-infer-ready"

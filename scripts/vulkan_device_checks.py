@@ -70,7 +70,7 @@ def run(model_path: str, out: Path) -> None:
     llama_logger.setLevel(logging.DEBUG)
 
     info = ri.build_info()
-    check(info.gpu_backend == "vulkan" and info.supports_gpu_offload,
+    check(info.gpu_backend == "vulkan" and info.supports_gpu_offload and "scalar only" not in info.flash_attn_kernels,
           f"build_info: backend {info.gpu_backend}, GPU offload {info.supports_gpu_offload}, kernels {info.flash_attn_kernels}")
     before = ri.active_memory()
     check(before is not None, f"a Vulkan device is listed by ggml (active memory before loading: {before})")
