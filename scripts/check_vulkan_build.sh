@@ -105,7 +105,15 @@ if [ "$QUICK" = 1 ]; then
     chroot "$CHROOT" ninja -C "$BUILD_DIR" -t commands "$object" | tail -n1 >"$CHROOT/build/quick-object.sh"
     grep -q -- "-DGGML_VULKAN_COOPMAT_GLSLC_SUPPORT" "$CHROOT/build/quick-object.sh" \
       || { echo "ggml-vulkan.cpp is not compiled with GGML_VULKAN_COOPMAT_GLSLC_SUPPORT"; return 1; }
+    # current when the same command already built it from the same source and shader header
+    if cmp -s "$CHROOT/build/quick-object.sh" "$CHROOT/build/quick-object.done" \
+       && [ "$CHROOT$BUILD_DIR/$object" -nt "$CHROOT/build/src/vendor/llama.cpp/ggml/src/ggml-vulkan/ggml-vulkan.cpp" ] \
+       && [ "$CHROOT$BUILD_DIR/$object" -nt "$CHROOT$BUILD_DIR/$vk/ggml-vulkan-shaders.hpp" ]; then
+      echo "$object is current"
+      return 0
+    fi
     in_chroot nice -n 19 sh -c "cd $BUILD_DIR && sh /build/quick-object.sh && test -s $object"
+    cp "$CHROOT/build/quick-object.sh" "$CHROOT/build/quick-object.done"
   }
   step compile quick_compile
 else
