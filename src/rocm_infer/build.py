@@ -51,6 +51,22 @@ def flash_attn_kernels(config: dict[str, object]) -> str:
     return _FA_KERNELS.get(backend, "unknown")
 
 
+def package_commit() -> str:
+    """The rocm_infer commit this code is: ``git describe`` of the checkout it runs from
+    (``PYTHONPATH=src``), else the commit CMake recorded when the package was built, else
+    ``unknown`` (an sdist built outside git)."""
+    import subprocess
+
+    checkout = PACKAGE_DIR.parent.parent
+    if (checkout / ".git").exists():
+        try:
+            return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True, text=True,
+                                  check=True, cwd=checkout).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    return str(build_config().get("rocm_infer_commit", "unknown"))
+
+
 def build_info() -> BuildInfo:
     """What the native libraries in this process were compiled for."""
     from .native.bindings import lib

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from .commands.bench import bench
 from .commands.chat import chat
 from .commands.classify import classify
 from .commands.generate import generate
@@ -59,6 +60,7 @@ main.add_command(generate)
 main.add_command(chat)
 main.add_command(classify)
 main.add_command(models)
+main.add_command(bench)
 
 
 @main.command()
@@ -93,30 +95,6 @@ def info(model: str | None, as_json: bool) -> None:
 
     with failures(), load_model(model) as loaded:
         _render(dataclasses.asdict(loaded.info), as_json)
-
-
-@main.command()
-@click.option("--model", "-m", default=None, help="GGUF path (default: Gemma 3 270M).")
-@click.option("--threads", "-t", default=0, type=int, help="CPU threads for every contender (default: all usable CPUs).")
-@click.option("--gen-tokens", default=64, show_default=True, type=int)
-@click.option("--prompt-tokens", default=16, show_default=True, type=int)
-@click.option("--streams", default="1,4,16", show_default=True, help="Concurrent stream counts.")
-@click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
-@click.option("--backends", default="llama_cpp,llama_server", show_default=True)
-@click.option("--out", type=click.Path(), default="benchmarks/out/bench.json", show_default=True)
-def bench(model: str | None, threads: int, gen_tokens: int, prompt_tokens: int, streams: str, flash_attn: str, backends: str, out: str) -> None:
-    """Measure the backends side by side with llama-bench and llama-batched-bench (same build)."""
-    from pathlib import Path
-
-    from .bench.run import BenchSettings, run, table, write
-
-    settings = BenchSettings(model=model, threads=threads, gen_tokens=gen_tokens, prompt_tokens=prompt_tokens,
-                             streams=[int(s) for s in streams.split(",")], flash_attn=flash_attn, backends=backends.split(","))
-    with failures():
-        result = run(settings)
-    write(result, Path(out))
-    table(result)
-    click.echo(json.dumps(result["ratios"], indent=2))
 
 
 @main.command()

@@ -25,7 +25,8 @@ from typing import Any
 from .. import load_model
 from ..interface import TextModel
 from ..models import resolve_model_path
-from .run import git_commit, write
+from ..build import package_commit
+from .report import write
 
 WORDS = "the keeper climbed the stairs and lit the great lamp while the storm rolled in from the west "
 
@@ -126,7 +127,7 @@ def run(model: str | None, backends: list[str], threads: int) -> dict[str, Any]:
                 "shared_system_prompt_16x1000": shared_system_prompt(m, 1000, 16),
             }
         print(f"  {name} done", file=sys.stderr, flush=True)
-    return {"commit": git_commit(), "model": str(path), "results": results}
+    return {"commit": package_commit(), "model": str(path), "results": results}
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -1,69 +1,104 @@
-"""One benchmark run: in-process and llama-server next to llama.cpp's tools, one build, one run."""
+"""One benchmark run: in-process and llama-server next to llama.cpp's own tools, one build.
+
+For each flash-attention mode asked for, llama.cpp's tools give the limits (llama-bench:
+prefill and one-stream decode; llama-batched-bench: aggregate decode at each stream
+count), then each backend runs the same token-id prompts (``workloads``), one model load
+at a time: two llama.cpp contexts in one process each keep an OpenMP pool whose
+spinning threads would slow the other.  ``report.rows`` turns the raw figures into the
+rows users read.  It asserts nothing.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import build_info, load_model
+from .. import build_info, load_model, vram_info
+from ..build import package_commit
+from ..cpu_threads import default_threads
 from ..models import resolve_model_path
-from . import reference, workloads
+from . import prefix, reference, workloads
+
+SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}
 
 
 @dataclass
 class BenchSettings:
     model: str | None = None
     threads: int = 0
+    backends: list[str] = field(default_factory=lambda: ["llama_cpp", "llama_server"])
+    flash_attn: list[str] = field(default_factory=lambda: ["auto"])
+    streams: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
     prompt_tokens: int = 16
     gen_tokens: int = 64
-    ttft_prompt_tokens: int = 8
-    streams: list[int] = field(default_factory=lambda: [1, 4, 16])
+    ttft_short_tokens: int = 8
+    ttft_long_tokens: int = 512
     classify_prompts: int = 64
-    flash_attn: str = "auto"
-    context_len: int = 4096
-    backends: list[str] = field(default_factory=lambda: ["llama_cpp", "llama_server"])
+    prefix_tokens: int = 1500  # 0: no prefix-cache workload
+    repetitions: int = 3  # llama-bench's
+    references_twice: bool = True  # before and after the backends, averaged
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchSettings:
+        """About a minute with Gemma 3 270M on a quiet 2-core CPU."""
+        return replace(cls(streams=[1, 4, 16], gen_tokens=32, ttft_long_tokens=256, classify_prompts=32, prefix_tokens=256,
+                           repetitions=2, references_twice=False), **overrides)
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def step_count(settings: BenchSettings) -> int:
+    """Progress steps of ``run``: one per call of its ``tick``."""
+    per_backend = 4 + 2 * len(settings.streams) + (1 if settings.prefix_tokens else 0)
+    references = 2 * (2 if settings.references_twice else 1)
+    return len(settings.flash_attn) * (references + len(settings.backends) * per_backend) + 1
 
 
-def _measure(name: str, path: Path, prompts: dict[str, Any], settings: BenchSettings, common: dict[str, Any]) -> dict[str, Any]:
-    """One backend's figures.  Models are loaded one at a time: two llama.cpp contexts in
-    one process each keep an OpenMP pool whose spinning threads would slow the other."""
-    # One sequence and a context just big enough, as llama-bench runs: the limit for one stream.
-    with load_model(path, backend=name, parallel_slots=1, context_len=settings.prompt_tokens + settings.gen_tokens + 64, **common) as single:
+def _vram_used() -> int | None:
+    """Bytes in use on the AMD cards (sysfs, device-wide: the llama-server child counts too)."""
+    cards = vram_info()
+    return sum(c.vram_used_bytes for c in cards) if cards else None
+
+
+def _measure(backend: str, path: Path, prompts: dict[str, Any], settings: BenchSettings, flash_attn: str,
+             tick: Callable[[str], None]) -> dict[str, Any]:
+    common: dict[str, Any] = dict(backend=backend, n_threads=settings.threads, flash_attn=flash_attn)
+    figures: dict[str, Any] = {}
+    tick(f"{backend}: one stream")
+    # one sequence and a context just big enough, as llama-bench runs: the one-stream limit
+    with load_model(path, parallel_slots=1, prefix_cache=False, context_len=settings.prompt_tokens + settings.gen_tokens + 64, **common) as single:
         single.generate("warm up", max_tokens=4).text()
-        result: dict[str, Any] = {
-            "single_stream_decode_tokens_per_s": workloads.single_stream_decode(single, prompts["single"], settings.gen_tokens),
-        }
-    # The serving configuration: many slots sharing one large KV cache.
-    with load_model(path, backend=name, context_len=settings.context_len, parallel_slots=max(settings.streams), **common) as model:
+        figures["single_stream_decode_tokens_per_s"] = workloads.single_stream_decode(single, prompts["single"], settings.gen_tokens)
+    # the serving configuration: many slots sharing one KV cache; prefix cache off, so
+    # these rows measure prefill and decoding as such
+    context = max(4096, max(settings.streams) * (settings.prompt_tokens + settings.gen_tokens + 8), settings.ttft_long_tokens + 64)
+    vram_before = _vram_used()
+    with load_model(path, parallel_slots=max(settings.streams), prefix_cache=False, context_len=context, **common) as model:
         model.generate("warm up", max_tokens=4).text()
-        result["single_stream_decode_in_serving_config_tokens_per_s"] = workloads.single_stream_decode(model, prompts["single"], settings.gen_tokens)
-        result["time_to_first_token_s"] = workloads.time_to_first_token(model, prompts["ttft"])
-        result["aggregate_tokens_per_s"] = {}
-        stats_before = model.engine_stats() if hasattr(model, "engine_stats") else None
-        for n in settings.streams:
-            result["aggregate_tokens_per_s"][n] = workloads.aggregate_decode(model, prompts["streams"][:n], settings.gen_tokens)
-        if stats_before is not None:
-            after = model.engine_stats()
-            step_s, decode_s = after.step_s - stats_before.step_s, after.decode_s - stats_before.decode_s
-            result["python_share_of_step"] = (step_s - decode_s) / step_s
-        result["classify_prompts_per_s"] = workloads.classify_rate(model, prompts["classify"])
+        tick(f"{backend}: first token, short prompt")
+        figures["ttft_short_s"] = workloads.time_to_first_token(model, prompts["ttft_short"])
+        tick(f"{backend}: first token, long prompt")
+        figures["ttft_long_s"] = workloads.time_to_first_token(model, prompts["ttft_long"])
+        for kind, options in (("greedy", {}), ("sampled", SAMPLED)):
+            rates = figures[f"aggregate_{kind}_tokens_per_s"] = {}
+            for n in settings.streams:
+                tick(f"{backend}: {n} streams, {kind}")
+                rates[n] = workloads.aggregate_decode(model, prompts["streams"][:n], settings.gen_tokens, **options)
+        tick(f"{backend}: classify")
+        figures["classify_prompts_per_s"] = workloads.classify_rate(model, prompts["classify"])
         metrics = model.metrics()
-        result["active_memory_bytes"] = metrics.active_memory_bytes if metrics else None
-        result["peak_memory_bytes"] = metrics.peak_memory_bytes if metrics else None
-    return result
+        figures["model_memory_bytes"] = metrics.peak_memory_bytes if metrics else None
+        after = _vram_used()
+        figures["vram_used_bytes"] = after - vram_before if after is not None and vram_before is not None else None
+    if settings.prefix_tokens:
+        tick(f"{backend}: prefix cache")
+        with load_model(path, parallel_slots=4, prefix_cache=True, context_len=max(4096, 4 * (settings.prefix_tokens + 64)), **common) as cached:
+            cached.generate("warm up", max_tokens=2).text()
+            figures["prefix"] = prefix.shared_prefix_ttft(cached, settings.prefix_tokens)
+    return figures
 
 
 def _prompts(path: Path, settings: BenchSettings) -> dict[str, Any]:
@@ -72,83 +107,61 @@ def _prompts(path: Path, settings: BenchSettings) -> dict[str, Any]:
         tokenize = model.tokenize  # type: ignore[attr-defined]  (the in-process model)
         return {
             "single": workloads.synthetic_prompts(tokenize, settings.prompt_tokens, 3, 0),
-            "ttft": workloads.synthetic_prompts(tokenize, settings.ttft_prompt_tokens, 5, 100),
+            "ttft_short": workloads.synthetic_prompts(tokenize, settings.ttft_short_tokens, 5, 100),
+            "ttft_long": workloads.synthetic_prompts(tokenize, settings.ttft_long_tokens, 3, 200),
             "streams": workloads.synthetic_prompts(tokenize, settings.prompt_tokens, max(settings.streams), 1000),
             "classify": workloads.synthetic_prompts(tokenize, settings.prompt_tokens, settings.classify_prompts, 5000),
         }
 
 
-def run(settings: BenchSettings) -> dict[str, Any]:
-    threads = settings.threads or len(os.sched_getaffinity(0))
-    path = resolve_model_path(settings.model)
-    # prefix cache off on both sides: these rows measure decoding and prefill as such
-    # (the prefix cache has its own workloads: bench.prefix)
-    common = dict(n_threads=threads, flash_attn=settings.flash_attn, prefix_cache=False)
+def _references(path: Path, settings: BenchSettings, flash_attn: str, tick: Callable[[str], None]) -> dict[str, Any]:
+    """llama.cpp's limits; with ``references_twice`` measured before and after the backends
+    and averaged by the caller, so a drift in machine speed favours no contender."""
+    tick(f"llama-bench (flash attention {flash_attn})")
+    bench = reference.llama_bench(path, settings.threads, [settings.ttft_short_tokens, settings.ttft_long_tokens],
+                                  settings.gen_tokens, flash_attn, settings.repetitions)
+    tick(f"llama-batched-bench (flash attention {flash_attn})")
+    context = max(4096, max(settings.streams) * (settings.prompt_tokens + settings.gen_tokens + 8))
+    batched = reference.batched_bench(path, settings.threads, settings.prompt_tokens, settings.gen_tokens, settings.streams,
+                                      flash_attn, context)
+    return {"llama_bench": bench, "batched": batched}
 
-    # The references run before and after the backends and are averaged, so a drift in
-    # machine speed during the run (seen here: ~10%) favours no contender.
-    def references() -> tuple[reference.LlamaBench, dict[int, float]]:
-        return (
-            reference.llama_bench(path, threads, settings.ttft_prompt_tokens, settings.gen_tokens, settings.flash_attn),
-            reference.batched_bench(path, threads, settings.prompt_tokens, settings.gen_tokens, settings.streams, settings.flash_attn, settings.context_len),
-        )
 
-    prompts = _prompts(path, settings)
-    ref_before, batched_before = references()
-    backends = {name: _measure(name, path, prompts, settings, common) for name in settings.backends}
-    ref_after, batched_after = references()
-    ref = reference.LlamaBench(
-        (ref_before.prompt_tokens_per_s + ref_after.prompt_tokens_per_s) / 2,
-        (ref_before.decode_tokens_per_s + ref_after.decode_tokens_per_s) / 2,
-    )
-    batched = {n: (batched_before[n] + batched_after[n]) / 2 for n in batched_before}
-    prefill_reference_s = settings.ttft_prompt_tokens / ref.prompt_tokens_per_s
-    ratios: dict[str, float] = {}
-    for name, figures in backends.items():
-        ratios[f"{name}_single_decode_vs_llama_bench_tg"] = figures["single_stream_decode_tokens_per_s"] / ref.decode_tokens_per_s
-        ratios[f"{name}_ttft_vs_llama_bench_prefill_time"] = figures["time_to_first_token_s"] / prefill_reference_s
-        for n, rate in figures["aggregate_tokens_per_s"].items():
-            ratios[f"{name}_aggregate_{n}_vs_batched_bench"] = rate / batched[n]
-    if {"llama_cpp", "llama_server"} <= backends.keys():
-        inproc, server = backends["llama_cpp"], backends["llama_server"]
-        ratios["ttft_in_process_vs_server"] = inproc["time_to_first_token_s"] / server["time_to_first_token_s"]
-        for n in settings.streams:
-            ratios[f"aggregate_{n}_in_process_vs_server"] = inproc["aggregate_tokens_per_s"][n] / server["aggregate_tokens_per_s"][n]
+def _mean(first: dict[str, Any], second: dict[str, Any] | None) -> dict[str, Any]:
+    if second is None:
+        return {"llama_bench": asdict(first["llama_bench"]), "llama_batched_bench_tokens_per_s": first["batched"]}
+    a, b = first["llama_bench"], second["llama_bench"]
     return {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-        "commit": git_commit(),
-        "build": asdict(build_info()),
-        "settings": asdict(settings) | {"threads": threads, "model": str(path)},
-        "llama_bench": asdict(ref),
-        "llama_batched_bench_tg": batched,
-        "backends": backends,
-        "ratios": ratios,
+        "llama_bench": {
+            "prompt_tokens_per_s": {n: (a.prompt_tokens_per_s[n] + b.prompt_tokens_per_s[n]) / 2 for n in a.prompt_tokens_per_s},
+            "decode_tokens_per_s": (a.decode_tokens_per_s + b.decode_tokens_per_s) / 2,
+        },
+        "llama_batched_bench_tokens_per_s": {n: (first["batched"][n] + second["batched"][n]) / 2 for n in first["batched"]},
     }
 
 
-def write(result: dict[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-
-
-def table(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    names = list(result["backends"])
-    ref, batched, settings = result["llama_bench"], result["llama_batched_bench_tg"], result["settings"]
-    t = Table(title=f"{result['machine']}, commit {result['commit']}, {settings['threads']} threads, prefix cache off")
-    t.add_column("measurement")
-    for name in names:
-        t.add_column(name, justify="right")
-    t.add_column("llama.cpp tool", justify="right")
-    b = result["backends"]
-    t.add_row("decode tok/s, 1 stream, 1 slot", *[f"{b[n]['single_stream_decode_tokens_per_s']:.1f}" for n in names], f"{ref['decode_tokens_per_s']:.1f} (llama-bench)")
-    t.add_row(f"decode tok/s, 1 stream, {max(settings['streams'])} slots", *[f"{b[n]['single_stream_decode_in_serving_config_tokens_per_s']:.1f}" for n in names], "")
-    for s in settings["streams"]:
-        t.add_row(f"aggregate tok/s, {s} streams", *[f"{b[n]['aggregate_tokens_per_s'][s]:.1f}" for n in names], f"{batched[s]:.1f} (batched-bench)")
-    t.add_row(f"first token ms, {settings['ttft_prompt_tokens']}-token prompt", *[f"{b[n]['time_to_first_token_s'] * 1000:.1f}" for n in names], f"{settings['ttft_prompt_tokens'] / ref['prompt_tokens_per_s'] * 1000:.1f} (pp{settings['ttft_prompt_tokens']})")
-    t.add_row(f"classify prompts/s ({settings['classify_prompts']})", *[f"{b[n]['classify_prompts_per_s']:.1f}" for n in names], "")
-    t.add_row("python share of an engine step", *[f"{b[n]['python_share_of_step'] * 100:.1f}%" if "python_share_of_step" in b[n] else "" for n in names], "")
-    Console(stderr=True).print(t)
+def run(settings: BenchSettings, tick: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Raw figures for every flash-attention mode and backend; ``tick`` is called before
+    each step (``step_count`` of them) with what it measures."""
+    settings = replace(settings, threads=settings.threads or default_threads())
+    path = resolve_model_path(settings.model)
+    tick("tokenizing the prompts")
+    prompts = _prompts(path, settings)
+    modes: dict[str, Any] = {}
+    for flash_attn in settings.flash_attn:
+        before = _references(path, settings, flash_attn, tick)
+        backends = {name: _measure(name, path, prompts, settings, flash_attn, tick) for name in settings.backends}
+        after = _references(path, settings, flash_attn, tick) if settings.references_twice else None
+        modes[flash_attn] = {"references": _mean(before, after), "backends": backends}
+    info = build_info()
+    return {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "commit": package_commit(),
+        "llama_cpp_commit": info.llama_cpp_commit[:7],
+        "gpu_backend": info.gpu_backend,
+        "hsa_override_gfx_version": os.environ.get("HSA_OVERRIDE_GFX_VERSION"),
+        "model": {"path": str(path), "name": path.name},
+        "settings": asdict(settings) | {"model": str(path)},
+        "modes": modes,
+    }

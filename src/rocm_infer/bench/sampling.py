@@ -26,7 +26,9 @@ from typing import Any
 from .. import build_info, load_model
 from ..models import resolve_model_path
 from . import reference, workloads
-from .run import git_commit, write
+from ..build import package_commit
+from ..cpu_threads import default_threads
+from .report import write
 
 SAMPLINGS: dict[str, dict[str, Any]] = {
     "greedy": {},
@@ -70,18 +72,18 @@ def measure(contender: str, path: Path, prompts: list[list[int]], streams: list[
 
 
 def run(model: str | None, streams: list[int], gen_tokens: int, prompt_tokens: int, threads: int, contenders: list[str], flash_attn: str) -> dict[str, Any]:
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or default_threads()
     path = resolve_model_path(model)
     with load_model(path, backend="llama_cpp", parallel_slots=1, context_len=512) as loaded:
         prompts = workloads.synthetic_prompts(loaded.tokenize, prompt_tokens, max(streams), 1000)  # type: ignore[attr-defined]
     context = max(streams) * (prompt_tokens + gen_tokens + 8)
     batched = reference.batched_bench(path, threads, prompt_tokens, gen_tokens, streams, flash_attn, max(context, 1024))
-    tg = reference.llama_bench(path, threads, prompt_tokens, gen_tokens, flash_attn).decode_tokens_per_s
+    tg = reference.llama_bench(path, threads, [prompt_tokens], gen_tokens, flash_attn).decode_tokens_per_s
     common = {"n_threads": threads, "flash_attn": flash_attn, "prefix_cache": False}  # decoding as such
     results = {name: measure(name, path, prompts, streams, gen_tokens, common) for name in contenders}
     return {
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
-        "commit": git_commit(),
+        "commit": package_commit(),
         "build": build_info().gpu_backend,
         "model": str(path),
         "streams": streams,
