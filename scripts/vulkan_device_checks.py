@@ -5,8 +5,9 @@ and check the device path end to end; check_vulkan_build.sh runs it inside its c
     vulkan_device_checks.py --model PATH --json OUT
 
 Checks, each printed as one line, any failure ending the run with exit status 1:
-build_info() says vulkan; gpu_layers=-1 offloads every layer (llama.cpp's load log);
-ggml's device memory query grows while the model is loaded and falls back after close;
+build_info() says vulkan, with coopmat shaders (and doctor agrees); gpu_layers=-1 offloads
+every layer (llama.cpp's load log); ggml's device memory query grows while the model is
+loaded and falls back after close;
 greedy tokens sampled in the decode graph equal the host-sampled ones (up to a near-tie,
 tests/near_tie.py); llama-server from the same build generates the same tokens.  OUT holds
 the host-sampled greedy tokens in greedy_tokens.py's format, for the comparison with the
@@ -72,6 +73,10 @@ def run(model_path: str, out: Path) -> None:
     info = ri.build_info()
     check(info.gpu_backend == "vulkan" and info.supports_gpu_offload and "scalar only" not in info.flash_attn_kernels,
           f"build_info: backend {info.gpu_backend}, GPU offload {info.supports_gpu_offload}, kernels {info.flash_attn_kernels}")
+    report = {c.name: c for c in ri.doctor().checks}
+    for name in ("build", "Vulkan devices", "Vulkan mask", "coopmat shaders"):
+        print(f"     doctor: {name}: {report[name].detail if name in report else '(not listed)'}")
+    check("coopmat shaders" in report and report["coopmat shaders"].ok, "doctor: the build has cooperative-matrix shaders")
     before = ri.active_memory()
     check(before is not None, f"a Vulkan device is listed by ggml (active memory before loading: {before})")
     devices = [line for line in log.lines if line.startswith("ggml_vulkan: 0 =")]
