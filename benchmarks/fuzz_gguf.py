@@ -265,6 +265,9 @@ def run(mutations: int, loads: int, seed: int, out: Path | None) -> dict:
                 except Escaped as exc:
                     outcomes["escaped"] += 1
                     failures.append(_keep(out, i, data, edits, "escaped", str(exc)))
+                if (i + 1) % 10_000 == 0:
+                    print(f"{i + 1} mutations, {time.perf_counter() - started:.0f} s, crashes {load_outcomes['crash']}, "
+                          f"escaped {outcomes['escaped'] + load_outcomes['escaped']}", file=sys.stderr, flush=True)
                 if every and i % every == 0 and sum(load_outcomes.values()) < loads:
                     answer = loader.load(path)
                     load_outcomes[answer["outcome"]] += 1
