@@ -3,6 +3,7 @@ map, Prometheus text, and the answers while the model is loading or failed to lo
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -59,6 +60,7 @@ def test_seeds_wrap_and_differ_per_choice():
     ({"top_logprobs": 2, "logprobs": True}, "top_logprobs"),
     ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
     ({"response_format": {"type": "yaml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}, "response_format"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"temperature": -0.1}, "temperature"),
     ({"stop": [""]}, "stop"),
@@ -68,6 +70,13 @@ def test_refusals_name_the_field(fields, param):
     with pytest.raises(ApiError) as caught:
         generate_config(chat(**fields), 8)
     assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_response_format_becomes_the_configs_json_schema():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    named = generate_config(chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}), 8)
+    assert json.loads(named.json_schema) == schema
+    assert json.loads(generate_config(chat(response_format={"type": "json_object"}), 8).json_schema) == {"type": "object"}
 
 
 def test_zero_penalties_and_text_format_are_accepted():

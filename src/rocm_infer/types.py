@@ -111,7 +111,9 @@ class GenerateConfig:
     """Per-request options.  ``temperature=0`` selects greedy decoding; ``top_k=0``,
     ``top_p=0``/``1``, ``min_p=0`` and ``repeat_penalty=1`` switch that filter off.
     ``ignore_eos`` keeps generating past end-of-generation tokens (benchmarks that
-    need exactly ``max_tokens``, like llama.cpp's own)."""
+    need exactly ``max_tokens``, like llama.cpp's own).  ``json_schema``, ``grammar``
+    (GBNF) or ``regex`` constrain the output (structured output); the request ends when
+    the constraint is complete, or at ``max_tokens`` with the output unfinished."""
 
     max_tokens: int = 256
     temperature: float = 0.0
@@ -127,8 +129,12 @@ class GenerateConfig:
     return_logits: bool = False
     ignore_eos: bool = False
     timeout: float | None = None
+    json_schema: str | dict[str, Any] | None = None
+    grammar: str | None = None
+    regex: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_constraint()
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
@@ -145,6 +151,28 @@ class GenerateConfig:
         _require(all(_is_int(t) and t >= 0 for t in self.stop_tokens), "stop_tokens must be token ids (integers >= 0)")
         _require(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
         _require(self.timeout is None or (_is_number(self.timeout) and self.timeout > 0), f"timeout must be None or a number of seconds > 0, got {self.timeout!r}")
+
+    def _check_constraint(self) -> None:
+        """Structured output: at most one of ``json_schema`` (a dict or its JSON text, kept as
+        compact JSON text), ``grammar`` (llama.cpp's GBNF) and ``regex``; each is compiled by
+        llguidance here, so a bad one fails before any work (``structured.py``)."""
+        from .structured import llguidance_grammar, normalise_json_schema
+
+        given = [name for name in ("json_schema", "grammar", "regex") if getattr(self, name) is not None]
+        _require(len(given) <= 1, f"give at most one of json_schema, grammar and regex, not {' and '.join(given)}")
+        if self.json_schema is not None:
+            object.__setattr__(self, "json_schema", normalise_json_schema(self.json_schema))
+        for name in given:
+            _require(isinstance(getattr(self, name), str) and getattr(self, name), f"{name} must be a non-empty string")
+            llguidance_grammar(name, getattr(self, name))  # type: ignore[arg-type]
+
+    @property
+    def constraint(self) -> tuple[str, str] | None:
+        """``(kind, text)`` of the structured-output constraint, None when output is free."""
+        for name in ("json_schema", "grammar", "regex"):
+            if getattr(self, name) is not None:
+                return name, getattr(self, name)
+        return None
 
     @property
     def greedy(self) -> bool:

@@ -60,7 +60,8 @@ def runs_on_device(request: Request, policy: DevicePolicy) -> bool:
     with a device implementation, nothing that needs the raw logits on the host) and the
     policy wants it there."""
     config = request.config
-    if policy is DevicePolicy.OFF or request.kind is not RequestKind.GENERATE or config.repeat_penalty != 1.0 or config.logprobs:
+    if (policy is DevicePolicy.OFF or request.kind is not RequestKind.GENERATE or config.repeat_penalty != 1.0 or config.logprobs
+            or request.constraint is not None):  # a structured-output mask is applied to host rows
         return False
     return policy is DevicePolicy.ALL or (config.temperature > 0 and config.top_k == 0)
 

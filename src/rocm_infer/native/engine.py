@@ -246,16 +246,22 @@ class Engine:
         request.generated.append(token)
         if request.host_sampler is not None:
             request.host_sampler.accept(token)
+        if request.constraint is not None:
+            request.constraint.consume(token)
         released, stopped = request.stops.feed(request.detokenizer.feed(self._vocab.piece(token)))
-        status = None
+        status, error = None, None
         if stopped:
             status = RequestStatus.FINISHED_STOPPED
+        elif request.constraint is not None and request.constraint.ended:  # the structured output is complete (or failed)
+            error = request.constraint.error
+            status = RequestStatus.FINISHED_ERROR if error else RequestStatus.FINISHED_STOPPED
+            released += request.flush_text()
         elif len(request.generated) >= request.config.max_tokens or request.n_tokens >= self._n_ctx:
             status = RequestStatus.FINISHED_LENGTH
             released += request.flush_text()
         request.sink.put(Token(token, released, logprob))
         if status is not None:
-            self._finish(request, status)
+            self._finish(request, status, error)
 
     def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
         """End a request: free its KV cells and slot now, then send its last item."""

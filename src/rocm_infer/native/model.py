@@ -22,6 +22,7 @@ from ..hardware import find_amd_gpus
 from ..interface import TextModel
 from ..models import kv_bytes_per_token, quantization, size_context
 from ..stream import Sink
+from ..structured import llguidance_grammar
 from ..types import (
     CacheStats,
     DEFAULT_CONTEXT_CAP,
@@ -33,6 +34,7 @@ from ..types import (
 )
 from .bindings import lib
 from .chat import render_chat
+from .constraints import Grammars
 from .device_sampling import DevicePolicy
 from .devices import tracker
 from .engine import Engine
@@ -61,6 +63,7 @@ class NativeModel(TextModel):
             )
             device_policy = self._device_policy(config, int(llama.llama_model_n_layer(self._model.ptr)))
             self._vocab = Vocab(self._model.vocab)
+            self._grammars = Grammars(self._vocab)
             self._info = self._describe(path, config, backend_name, trained, reason, slots)
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
@@ -145,7 +148,8 @@ class NativeModel(TextModel):
         n_ctx = self._ctx.n_ctx
         if len(ids) >= n_ctx:
             raise PromptTooLongError(f"the prompt has {len(ids)} tokens; the context holds {n_ctx} and needs room for at least one generated token")
-        request = Request(ids, config, sink, RequestKind.CLASSIFY if classify else RequestKind.GENERATE)
+        constraint = self._grammars.constraint(llguidance_grammar(*config.constraint)) if config.constraint else None
+        request = Request(ids, config, sink, RequestKind.CLASSIFY if classify else RequestKind.GENERATE, constraint)
         self._engine.submit(request)
         return request.cancel_event.set
 

@@ -22,6 +22,7 @@ from .detokenize import Detokenizer
 from .stops import StopMatcher
 
 if TYPE_CHECKING:
+    from .constraints import Constraint
     from .host_sampling import HostSampler
 
 
@@ -51,6 +52,7 @@ class Request:
     config: GenerateConfig
     sink: Sink
     kind: RequestKind = RequestKind.GENERATE
+    constraint: Constraint | None = None  # structured output: its matcher (sampled on the host)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)
     # ---- engine-owned from here on ----

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .constraints import mask_rows
 from .device_sampling import DevicePolicy, DeviceSamplers, runs_on_device
 from .handles import LlamaContext
 from .host_sampling import HostSampler, sample_rows
@@ -50,13 +51,12 @@ class TokenChooser:
         rows = None
         if host:
             rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._n_vocab))
-            samplers = [outputs[row][0].request.host_sampler for row in host]
-            # sampling penalises rows in place: never llama.cpp's buffer, whose raw rows
-            # log-probabilities and classify logits are read from
-            whole = len(host) == len(outputs) and not any(s.penalised for s in samplers)  # type: ignore[union-attr]
-            block = rows if whole else rows[host]
-            for row, token in zip(host, sample_rows(block, samplers)):  # type: ignore[arg-type]
-                tokens[row] = int(token)
+            free = [row for row in host if outputs[row][0].request.constraint is None]
+            constrained = [row for row in host if outputs[row][0].request.constraint is not None]
+            if free:
+                self._sample(rows, free, outputs, tokens, whole_ok=len(free) == len(outputs))
+            if constrained:  # masked in a copy of their own rows: no other row is copied for them
+                self._sample(rows, constrained, outputs, tokens, whole_ok=False)
         if len(host) < len(outputs):
             assert self._device is not None  # a row without a host sampler has a device chain
             for row, (chunk, batch_index) in enumerate(outputs):
@@ -65,6 +65,22 @@ class TokenChooser:
         stats.host_sampled += len(host)
         stats.device_sampled += len(outputs) - len(host)
         return tokens, rows
+
+    @staticmethod
+    def _sample(rows: np.ndarray, subset: list[int], outputs: list[tuple[Chunk, int]], tokens: list[int], whole_ok: bool) -> None:
+        """Sample ``rows[subset]`` on the host into ``tokens``, applying structured-output
+        masks first.  Penalties and masks change rows in place: never llama.cpp's buffer
+        (log-probabilities and classify logits are read from its raw rows), so the block
+        is the buffer itself only when every output row is sampled here untouched."""
+        requests = [outputs[row][0].request for row in subset]
+        samplers = [r.host_sampler for r in requests]
+        whole = whole_ok and not any(s.penalised for s in samplers)  # type: ignore[union-attr]
+        block = rows if whole else rows[subset]
+        constraints = [r.constraint for r in requests if r.constraint is not None]
+        if constraints:  # a subset is all constrained or all free (``choose``)
+            mask_rows(block, constraints)
+        for row, token in zip(subset, sample_rows(block, samplers)):  # type: ignore[arg-type]
+            tokens[row] = int(token)
 
     def close(self) -> None:
         if self._device is not None:

@@ -14,12 +14,16 @@ Where OpenAI and the engine differ, the choice is written down here:
 - Top alternatives per token (chat ``top_logprobs`` > 0, completions ``logprobs`` > 0)
   are not available from the engine: a 400.  The sampled token's logprob is
   (chat ``logprobs: true``, completions ``logprobs: 0``).
-- ``response_format`` ``json_object``/``json_schema``: not supported yet (a 400).
+- ``response_format``: ``json_object`` is the schema ``{"type": "object"}``; ``json_schema``
+  takes ``json_schema.schema`` (any JSON value when it is left out) and constrains the
+  output with it whatever ``strict`` says (the mask is exact, so strict costs nothing);
+  a schema llguidance cannot compile is a 400 naming ``response_format``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from ..errors import InvalidConfigError
@@ -61,6 +65,13 @@ def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max
     }
     if body.repeat_last_n is not None:
         options["repeat_last_n"] = body.repeat_last_n
+    schema = response_schema(getattr(body, "response_format", None))
+    if schema is not None:
+        try:
+            GenerateConfig(json_schema=schema)
+        except InvalidConfigError as exc:
+            raise bad_request(f"response_format: {exc}", param="response_format") from exc
+        options["json_schema"] = schema
     try:
         return GenerateConfig(**options)
     except InvalidConfigError as exc:
@@ -124,7 +135,6 @@ def _refuse_unsupported(body: _Sampling) -> None:
                               "or use repeat_penalty", param=name)
     if body.logit_bias:
         raise bad_request("logit_bias is not supported", param="logit_bias")
-    _refuse_response_format(body)
     if isinstance(body, ChatCompletionRequest):
         if body.top_logprobs:
             raise bad_request("top_logprobs > 0 is not supported yet: only the sampled token's logprob is available "
@@ -143,16 +153,23 @@ def _refuse_unsupported(body: _Sampling) -> None:
             raise bad_request("echo with logprobs needs the prompt's logprobs, which are not available", param="echo")
 
 
-def _refuse_response_format(body: _Sampling) -> None:
-    response_format = getattr(body, "response_format", None)
+def response_schema(response_format: dict[str, Any] | None) -> str | None:
+    """The JSON schema (as JSON text) that ``response_format`` asks for, None for free text."""
     if response_format is None:
-        return
+        return None
     kind = response_format.get("type")
     if kind == "text":
-        return
-    if kind in ("json_object", "json_schema"):
-        raise bad_request(f"response_format {kind!r} (structured output) is not supported yet", param="response_format",
-                          code="unsupported_response_format")
+        return None
+    if kind == "json_object":
+        return '{"type":"object"}'
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise bad_request("response_format json_schema needs a json_schema object with a name (and a schema)", param="response_format")
+        schema = spec.get("schema", {})
+        if not isinstance(schema, dict):
+            raise bad_request("response_format json_schema.schema must be a JSON object", param="response_format")
+        return json.dumps(schema)
     raise bad_request(f"response_format type must be 'text', 'json_object' or 'json_schema', got {kind!r}", param="response_format")
 
 

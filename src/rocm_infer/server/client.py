@@ -52,6 +52,10 @@ def completion_body(prompt: str | list[int], config: GenerateConfig, classify: b
     }
     if config.seed is not None:
         body["seed"] = config.seed
+    if config.json_schema is not None:  # llama-server turns it into its own grammar
+        body["json_schema"] = json.loads(config.json_schema)
+    if config.grammar is not None:
+        body["grammar"] = config.grammar
     return body
 
 

@@ -178,6 +178,9 @@ class ServerModel(TextModel):
             raise InvalidConfigError(f"token ids must be below the vocabulary size {self._info.vocab_size}")
         if classify and config.return_logits:
             raise InvalidConfigError("the llama_server backend cannot return full logits; use the llama_cpp backend")
+        if config.regex is not None:
+            raise InvalidConfigError("the llama_server backend cannot constrain output by a regex (llama-server takes json_schema "
+                                     "and GBNF grammars); write it as a grammar, or use the llama_cpp backend")
         self._process.check_alive()
         self._workers = {w for w in self._workers if w.is_alive()}
         worker = StreamWorker(
