@@ -73,7 +73,9 @@ def choose_vulkan_mask(environ: Mapping[str, str], devices: list[VulkanDevice]) 
 def vulkan_masked_environment(environ: Mapping[str, str], devices: list[VulkanDevice] | None = None) -> dict[str, str]:
     """A copy of ``environ`` with the Vulkan mask applied (for this process before ggml's
     Vulkan backend starts, and for a llama-server child)."""
-    decision = choose_vulkan_mask(environ, vulkan_devices() if devices is None else devices)
+    if devices is None:  # the loader is asked only when the user has not chosen
+        devices = [] if environ.get(VISIBLE_DEVICES) else vulkan_devices()
+    decision = choose_vulkan_mask(environ, devices)
     masked = dict(environ)
     if decision.variable and decision.value is not None:
         masked[decision.variable] = decision.value
