@@ -9,16 +9,14 @@ exception that ends the scan.
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from .errors import InvalidConfigError, ModelNotFoundError
 from .gguf_header import HeaderReader, TruncatedGGUFError
-from .models import gguf_file_problem, quantization
+from .models import SPLIT_NAME, gguf_file_problem, quantization
 from .types import ModelEntry
 
-SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 
 def model_dir(path: str | os.PathLike[str] | None) -> Path:

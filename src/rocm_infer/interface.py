@@ -162,9 +162,12 @@ class TextModel(abc.ABC):
         if isinstance(prompt, str):
             _require_utf8(prompt, "the prompt")
             return prompt
-        if isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
-            return list(prompt)
-        raise InvalidConfigError(f"a prompt must be a string or a list of token ids, not {type(prompt).__name__}")
+        if not isinstance(prompt, Sequence) or isinstance(prompt, bytes):
+            raise InvalidConfigError(f"a prompt must be a string or a list of token ids, not {type(prompt).__name__}")
+        for token in prompt:
+            if not isinstance(token, int) or isinstance(token, bool) or token < 0:
+                raise InvalidConfigError(f"a prompt's token ids must be integers >= 0, got {token!r}")
+        return list(prompt)
 
 
 class Backend(abc.ABC):

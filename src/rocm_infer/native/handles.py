@@ -17,25 +17,12 @@ from typing import Any
 from ..cpu_threads import default_threads
 from ..errors import (
     EngineError,
-    InvalidModelError,
     OutOfMemoryError,
-    UnsupportedArchitectureError,
 )
+from ..load_failures import load_failure
 from .bindings import lib, llama_log
 
 FLASH_ATTN_TYPES = {"auto": -1, "off": 0, "on": 1}
-
-
-def _load_failure(path: Path, log_lines: list[str]) -> InvalidModelError | OutOfMemoryError:
-    """Name the failure from what llama.cpp logged while loading."""
-    relevant = [line for line in log_lines if "error" in line.lower() or "failed" in line.lower()] or log_lines
-    detail = "; ".join(line.strip() for line in relevant[-4:]) or "llama.cpp gave no reason"
-    text = " ".join(log_lines).lower()
-    if "unknown model architecture" in text:
-        return UnsupportedArchitectureError(f"{path}: this llama.cpp build does not support the model's architecture ({detail})")
-    if "out of memory" in text or "unable to allocate" in text or "failed to allocate" in text:
-        return OutOfMemoryError(f"{path}: not enough memory to load the model ({detail})")
-    return InvalidModelError(f"{path}: llama.cpp could not load this GGUF, it is corrupt or truncated ({detail})")
 
 
 class _OwnedPointer:
@@ -72,7 +59,7 @@ class LlamaModel(_OwnedPointer):
         mark = llama_log().mark()
         ptr = self._llama.llama_model_load_from_file(str(path).encode(), params)
         if not ptr:
-            raise _load_failure(path, llama_log().since(mark))
+            raise load_failure(path, llama_log().since(mark))
         self.ptr: Any = ptr
         self.vocab = self._llama.llama_model_get_vocab(ptr)
 

@@ -112,10 +112,16 @@ class NativeModel(TextModel):
         return gpus[0].vram_free_bytes if gpus else None
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        self._check_open()  # the vocabulary is freed with the weights: reading it then would crash
         return self._vocab.tokenize(text, add_special=add_special)
 
     def detokenize(self, tokens: list[int]) -> str:
+        self._check_open()
         return self._vocab.detokenize(tokens)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ModelClosedError("the model is closed; load it again")
 
     def engine_stats(self) -> EngineStats:
         """A copy of the engine's counters: steps, tokens, time per phase, rows sampled where."""
@@ -138,8 +144,7 @@ class NativeModel(TextModel):
         return self._engine.call(lambda _ctx: self._engine.kv.stats())
 
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
-        if self._closed:
-            raise ModelClosedError("the model is closed; load it again")
+        self._check_open()
         ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True) if isinstance(prompt, str) else prompt
         if any(t >= self._vocab.n_tokens for t in ids):
             raise InvalidConfigError(f"token ids must be below the vocabulary size {self._vocab.n_tokens}")
@@ -154,6 +159,7 @@ class NativeModel(TextModel):
         return request.cancel_event.set
 
     def _render_chat(self, messages: Sequence[Message]) -> str:
+        self._check_open()
         return render_chat(self._template, messages, self._vocab.special_text("bos"), self._vocab.special_text("eos"))
 
     def close(self) -> None:

@@ -28,8 +28,9 @@ from pathlib import Path
 import httpx
 
 from ..build import build_config, tool_path
-from ..errors import BackendUnavailableError, ServerCrashedError
+from ..errors import BackendUnavailableError, RocmInferError, ServerCrashedError
 from ..hardware import masked_environment
+from ..load_failures import is_load_failure, load_failure
 from ..vulkan import vulkan_masked_environment
 from .stderr_log import StderrLog
 
@@ -92,7 +93,7 @@ class ServerProcess:
             self._kill()
             if "bind" not in problem.lower() and "address already in use" not in problem.lower():
                 break
-        raise BackendUnavailableError(f"llama-server did not start: {last_error}")
+        raise self._model_failure(args) or BackendUnavailableError(f"llama-server did not start: {last_error}")
 
     @property
     def base_url(self) -> str:
@@ -142,6 +143,15 @@ class ServerProcess:
                     pass
                 time.sleep(0.05)
         return f"not ready after {timeout_s:.0f} s: {self.stderr_tail()}"
+
+    def _model_failure(self, args: list[str]) -> RocmInferError | None:
+        """The same typed error the in-process loader raises, when the child's log shows that
+        loading the model failed (a corrupt file, an unknown architecture, out of memory)."""
+        lines = self.stderr_text().splitlines()
+        if not is_load_failure(lines):
+            return None
+        model = Path(args[args.index("-m") + 1]) if "-m" in args[:-1] else Path("the model")
+        return load_failure(model, lines)
 
     def stderr_text(self) -> str:
         """The start-up log, then the last lines (bounded, however long the child runs)."""
