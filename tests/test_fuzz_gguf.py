@@ -88,6 +88,13 @@ def test_files_llama_cpp_aborts_on_are_refused_before_it_sees_them(seed, tmp_pat
         ri.load_model(path, backend="llama_cpp")
 
 
+def test_an_architecture_that_is_not_utf8_is_refused_typed(seed, tmp_path, loader):
+    """Found by the long fuzz run: the load pre-check raised UnicodeDecodeError."""
+    path = edited(seed, tmp_path, replace=(b"llama", b"ll\x92ma"))
+    fuzz.check_header(path)  # raises Escaped on anything untyped
+    assert loader.load(path)["outcome"].startswith("refused:")
+
+
 def test_discover_lists_a_name_that_is_not_utf8_as_a_problem(seed, tmp_path):
     """Found by the long fuzz run: discover() raised UnicodeDecodeError for the whole folder."""
     path = edited(seed, tmp_path, replace=(b"fuzz seed", b"f\xf5zz seed"))

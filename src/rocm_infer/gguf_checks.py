@@ -24,17 +24,26 @@ def abort_problem(path: Path) -> str | None:
         reader = HeaderReader(path)
     except Exception:  # noqa: BLE001 - unparseable: llama.cpp's own parse reports it
         return None
-    arch = reader.value("general.architecture")
+    arch = _value(reader, "general.architecture")
     if isinstance(arch, str):
-        layers = _integer(reader.value(f"{arch}.block_count"))
+        layers = _integer(_value(reader, f"{arch}.block_count"))
         if layers is not None and not 0 < layers <= MAX_LAYERS:
             return f"{arch}.block_count is {layers}; llama.cpp supports 1 to {MAX_LAYERS} layers"
-        nextn = _integer(reader.value(f"{arch}.nextn_predict_layers"))
+        nextn = _integer(_value(reader, f"{arch}.nextn_predict_layers"))
         if nextn is not None and layers is not None and nextn > layers:
             return f"{arch}.nextn_predict_layers ({nextn}) exceeds {arch}.block_count ({layers})"
-    if reader.value("tokenizer.ggml.model") not in ("no_vocab", "none"):
+    if _value(reader, "tokenizer.ggml.model") not in ("no_vocab", "none"):
         return _duplicate_token(reader)
     return None
+
+
+def _value(reader: HeaderReader, key: str) -> object:
+    """A field's value; None when it cannot be read (a string that is not UTF-8: llama.cpp
+    then fails on it with an error of its own, e.g. an unknown architecture)."""
+    try:
+        return reader.value(key)
+    except ValueError:  # UnicodeDecodeError is one
+        return None
 
 
 def _duplicate_token(reader: HeaderReader) -> str | None:
