@@ -55,6 +55,9 @@ def models(folder: str | None, as_json: bool) -> None:
         table.add_row(r["name"], r["architecture"] or "-", _count(r["parameter_count"]) if r["parameter_count"] else "-",
                       r["quantization"] or "-", f"{r['file_size_bytes'] / (1 << 20):,.0f} MiB{parts}", str(r["context_length"] or "-"),
                       "yes" if r["has_chat_template"] else "no", r["source"], r["problem"] or "")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a file or a pipe: wide enough that no cell is cut
+        console = Console(width=200)
+    console.print(table)
     if note:
         click.echo(note, err=True)

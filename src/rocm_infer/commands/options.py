@@ -29,7 +29,7 @@ FOREIGN_NAMES = {
     "n-batch": "--batch-size", "batch": "--batch-size",
     "n-threads": "--threads", "threads-batch": "--threads", "num-thread": "--threads",
     "n-predict": "--max-tokens", "num-predict": "--max-tokens", "max-new-tokens": "--max-tokens",
-    "temp": "--temperature", "repetition-penalty": "--repeat-penalty", "fa": "--flash-attn",
+    "repetition-penalty": "--repeat-penalty", "fa": "--flash-attn",
     "n-parallel": "--parallel", "np": "--parallel",
 }
 

@@ -1,0 +1,177 @@
+"""The ``rocm-infer`` command as a user runs it: a subprocess on the real Gemma model,
+checked for its output and its exit status (0 done, 1 failed, 2 bad usage, 130 Ctrl-C).
+Gemma 3 270M is a base model, so answers are checked for being there, not for sense."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import rocm_infer as ri
+
+CLI = [sys.executable, "-m", "rocm_infer.cli"]
+LONG_PROMPT = "Count to one thousand: 1, 2, 3, 4, 5,"
+
+
+def rocm_infer(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("ROCM_MODEL_DIR", "ROCM_INFER_LOG")} | (env or {})
+    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, env=environment, timeout=600)
+
+
+def interrupted_after_first_output(args: list[str], stdin: bytes | None = None) -> subprocess.Popen[bytes]:
+    """Start the command, wait for its first byte of answer, then press Ctrl-C (SIGINT)."""
+    process = subprocess.Popen([*CLI, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if stdin is not None:
+        process.stdin.write(stdin)  # type: ignore[union-attr]
+        process.stdin.flush()  # type: ignore[union-attr]
+    assert process.stdout.read(1)  # type: ignore[union-attr]
+    process.send_signal(signal.SIGINT)
+    return process
+
+
+def test_generate_streams_text_and_keeps_llama_cpp_quiet():
+    proc = rocm_infer("generate", "The capital of France is", "-n", "8")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    assert "control-looking token" not in proc.stderr and "llama_" not in proc.stderr
+
+
+def test_generate_v_shows_llama_cpp_log():
+    proc = rocm_infer("generate", "Hello", "-n", "2", "-v")
+    assert proc.returncode == 0, proc.stderr
+    assert "rocm_infer.llama" in proc.stderr
+
+
+def test_generate_json_reads_stdin_and_reports_metrics():
+    proc = rocm_infer("generate", "-", "-n", "6", "--json", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05",
+                      "-t", "0.8", "--seed", "7", "--stop", "\n\n", stdin="Once upon a time")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert set(record) == {"text", "finish_reason", "model", "backend", "metrics"}
+    assert record["finish_reason"] in ("stop", "length")
+    assert 1 <= record["metrics"]["generated_tokens"] <= 6
+    assert record["metrics"]["prompt_tokens"] > 1
+
+
+def test_generate_verbose_prints_rates_on_stderr():
+    proc = rocm_infer("generate", "The sky is", "-n", "4", "--verbose", "--max_tokens", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "eval rate:" in proc.stderr and "prompt eval count:" in proc.stderr
+    assert "eval rate" not in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "hint"), [
+    (["generate", "hi", "--n_ctx", "64"], "--ctx"),
+    (["generate", "hi", "--n-gpu-layers", "0"], "--gpu-layers"),
+    (["classify", "hi", "--n_batch", "8"], "--batch-size"),
+    (["generate", "hi", "--max-token", "4"], "--max-tokens"),
+])
+def test_foreign_or_misspelt_options_exit_2_with_our_name(args, hint):
+    proc = rocm_infer(*args)
+    assert proc.returncode == 2
+    assert hint in proc.stderr
+
+
+def test_invalid_values_exit_2_before_loading():
+    assert rocm_infer("generate", "hi", "--top-p", "2").returncode == 2
+    assert rocm_infer("generate", "hi", "-n", "-1").returncode == 2
+    assert rocm_infer("bench", "--streams", "4,x").returncode == 2
+    assert rocm_infer("bench", "--plot", "out.gif").returncode == 2
+    assert rocm_infer("classify").returncode == 2
+    assert rocm_infer("nonsense").returncode == 2
+
+
+def test_missing_model_exits_1_with_the_reason(tmp_path):
+    for args in (["generate", "hi", "-m"], ["chat", "-p", "hi"], ["classify", "hi", "-m"], ["bench", "--quick"], ["info"]):
+        proc = rocm_infer(*args, str(tmp_path / "missing.gguf"))
+        assert proc.returncode == 1, args
+        assert "ModelNotFoundError" in proc.stderr
+
+
+def test_generate_ctrl_c_exits_130():
+    process = interrupted_after_first_output(["generate", LONG_PROMPT, "-n", "2000"])
+    process.communicate(timeout=300)
+    assert process.returncode == 130
+
+
+def test_chat_with_scripted_turns():
+    proc = rocm_infer("chat", "-n", "6", stdin="Hello!\n/clear\nWhat is two plus two?\n/exit\nnever read\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "base model" in proc.stderr  # the default model is not instruction-tuned, and says so
+    assert len([line for line in proc.stdout.splitlines() if line.strip()]) >= 1
+
+
+def test_chat_one_shot_with_a_system_prompt():
+    proc = rocm_infer("chat", str(ri.default_model_path()), "-p", "Name a colour.", "-s", "Answer in one word.", "-n", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+    assert "no chat template" in proc.stderr  # Gemma's GGUF has none: the family's built-in one is used
+
+
+def test_chat_ctrl_c_stops_the_answer_not_the_session():
+    process = interrupted_after_first_output(["chat", "-n", "2000", "-t", "0"], stdin=f"{LONG_PROMPT}\n".encode())
+    out, err = process.communicate(b"/clear\n/exit\n", timeout=300)  # the session still reads its input
+    assert process.returncode == 0, err.decode()
+    assert b"(answer stopped)" in err
+
+
+def test_classify_prompts_from_stdin_as_json_lines():
+    prompts = ["The capital of France is", "2 + 2 =", "The sky is"]
+    proc = rocm_infer("classify", "-f", "-", stdin="\n".join(prompts) + "\n")
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["prompt"] for r in records] == prompts
+    assert all(isinstance(r["token"], int) and isinstance(r["text"], str) for r in records)
+
+
+def test_models_lists_the_default_model_and_rocm_model_dir(tmp_path):
+    proc = rocm_infer("models", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert [e["path"] for e in listed] == [str(ri.default_model_path())]
+    (tmp_path / "mine.gguf").symlink_to(ri.default_model_path())
+    proc = rocm_infer("models", env={"ROCM_MODEL_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert "mine" in proc.stdout and "ROCM_MODEL_DIR" in proc.stdout
+    assert rocm_infer("models", str(tmp_path / "nowhere")).returncode == 1
+
+
+def test_bench_quick_json_has_the_documented_keys_and_writes_only_what_is_asked(tmp_path):
+    """One tiny run (in-process only, the smallest workloads): the JSON on stdout and in
+    ``--out`` is the documented one, nothing lands in the folder the user stands in, and
+    the table renders those rows in words."""
+    from rich.console import Console
+
+    from rocm_infer.bench.report import ROW_KEYS, SCHEMA, table
+
+    here, out = tmp_path / "here", tmp_path / "out" / "bench.json"
+    here.mkdir()
+    proc = subprocess.run([*CLI, "bench", "--quick", "--json", "--backends", "llama_cpp", "--streams", "1,2", "--gen-tokens", "4",
+                           "--prompt-tokens", "8", "--ttft-long", "16", "--classify-prompts", "2", "--prefix-tokens", "32", "-o", str(out)],
+                          capture_output=True, text=True, cwd=here, timeout=900, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    assert list(here.iterdir()) == []
+    doc = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == doc
+    assert set(doc) == {"schema", "when", "machine", "commit", "llama_cpp_commit", "gpu_backend", "hsa_override_gfx_version",
+                        "model", "settings", "references", "rows"}
+    assert doc["schema"] == SCHEMA and doc["commit"] != "unknown" and doc["llama_cpp_commit"] != "unknown"
+    ids = {row["id"] for row in doc["rows"]}
+    assert {"single_stream_decode", "ttft_short", "ttft_long", "aggregate_greedy_1", "aggregate_greedy_2", "aggregate_sampled_2",
+            "classify", "prefix_second_request_ttft", "model_memory"} <= ids
+    for row in doc["rows"]:
+        assert tuple(row) == ROW_KEYS
+        assert row["path"] == "in-process" and row["flash_attn"] == "auto"
+        assert row["value"] > 0
+        if row["reference"] is not None:
+            assert row["ratio"] == pytest.approx(row["value"] / row["reference"])
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(table(doc))
+    text = console.export_text()
+    assert "total decode, 2 streams, greedy" in text and "llama-bench tg4" in text and doc["commit"] in text
