@@ -100,6 +100,15 @@ def test_generate_ctrl_c_exits_130():
     assert process.returncode == 130
 
 
+def test_generate_into_a_closed_pipe_stops_quietly():
+    process = subprocess.Popen([*CLI, "generate", LONG_PROMPT, "-n", "2000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.read(1)  # type: ignore[union-attr]
+    process.stdout.close()  # type: ignore[union-attr]  (as `| head -c 1` does)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 141
+    assert b"Traceback" not in err
+
+
 def test_chat_with_scripted_turns():
     proc = rocm_infer("chat", "-n", "6", stdin="Hello!\n/clear\nWhat is two plus two?\n/exit\nnever read\n")
     assert proc.returncode == 0, proc.stderr

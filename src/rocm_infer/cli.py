@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -26,7 +27,7 @@ from .commands.options import HintingCommand, failures, log_option
 class _Cli(click.Group):
     """Subcommands take ``-v`` and hint at our names for foreign options (``--max_tokens``
     is read as ``--max-tokens``); Ctrl-C exits 130 (the shell's convention for SIGINT)
-    rather than click's ``Aborted!`` and 1."""
+    rather than click's ``Aborted!`` and 1; a closed pipe exits 141, without a traceback."""
 
     command_class = HintingCommand
 
@@ -36,6 +37,12 @@ class _Cli(click.Group):
         except KeyboardInterrupt:
             click.echo(err=True)
             raise click.exceptions.Exit(130) from None
+        except BrokenPipeError:
+            # the reader of our stdout left (`| head`): stop quietly, with the status a shell
+            # gives a process killed by SIGPIPE; stdout goes to /dev/null so that the
+            # interpreter's final flush does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(141) from None
 
 
 def _render(record: dict[str, Any], as_json: bool) -> None:
