@@ -1,5 +1,5 @@
 """The ``rocm-infer`` subcommands, one module each; ``rocm_infer.cli`` assembles them.
 
-Each module imports the library only inside its command, so ``rocm-infer --help`` and
-a usage error answer without loading libllama.
+Each module imports what its command needs (model loading, the bench, rich tables)
+inside the command, so ``--help`` and usage errors answer before any of it is imported.
 """
