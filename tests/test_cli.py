@@ -184,3 +184,14 @@ def test_bench_quick_json_has_the_documented_keys_and_writes_only_what_is_asked(
     console.print(table(doc))
     text = console.export_text()
     assert "total decode, 2 streams, greedy" in text and "llama-bench tg4" in text and doc["commit"] in text
+
+
+def test_log_level_from_flags_then_environment():
+    import logging
+
+    from rocm_infer.commands.logs import chosen_level
+
+    assert chosen_level(0, None) is None  # quiet: llama.cpp's log hidden
+    assert chosen_level(0, "DEBUG") == logging.DEBUG
+    assert chosen_level(0, "no-such-level") is None  # a typo in the environment does not stop the command
+    assert chosen_level(1, "error") == logging.INFO and chosen_level(2, None) == logging.DEBUG
