@@ -113,6 +113,26 @@ def test_sampled_frequencies_match_llama_cpp(config):
         assert stat < dof + 6 * math.sqrt(2 * dof) + 10, (stat, dof)
 
 
+def test_rows_with_different_settings_in_one_step_each_keep_their_distribution():
+    """Rows bounded by different top_k values are drawn together (``_draw_top_k_rows``),
+    beside a row that top_k does not bound: each must keep its own distribution."""
+    row = peaked_row(3000, seed=11)
+    mix = [SETTINGS[0], SETTINGS[4], SETTINGS[1]]
+    per_step = 3 * 100
+    drawn: list[list[int]] = [[] for _ in mix]
+    for step in range(DRAWS // 100):
+        samplers = [HostSampler(c.temperature, c.top_k, c.top_p, c.min_p, seed=step * per_step + i)
+                    for i, c in enumerate(mix * 100)]
+        tokens = sample_rows(np.tile(row, (per_step, 1)), samplers, candidates=64, block=8)
+        for i in range(len(mix)):
+            drawn[i].extend(tokens[i::len(mix)].tolist())
+    for config, tokens in zip(mix, drawn):
+        expected = reference(row, config.top_k, config.top_p, config.min_p, config.temperature)
+        assert set(tokens) <= set(expected)
+        stat, dof = chi_square(np.array(tokens), expected)
+        assert stat < dof + 6 * math.sqrt(2 * dof) + 10, (config, stat, dof)
+
+
 @pytest.mark.parametrize(("n_vocab", "k", "block"), [(4096, 32, 16), (4099, 32, 16), (5000, 7, 8), (300, 50, 16), (64, 64, 16)])
 def test_top_candidates_are_the_exact_top_k(n_vocab, k, block):
     rows = np.random.default_rng(n_vocab).standard_normal((5, n_vocab)).astype(np.float32)

@@ -209,7 +209,14 @@ class LoadConfig:
     request the device can sample there, ``"off"`` none (the llama-server backend passes
     ``"on"`` as ``--backend-sampling``).  ``prefix_cache``: a finished request's KV cells
     stay cached, and a new request reuses the longest prefix it shares with any cached
-    or running one (in-process; see ``native/kv_slots.py``).
+    or running one (in-process; see ``native/kv_slots.py``).  ``overlap_decode``: the
+    in-process engine does a step's text work (detokenizing, stop strings, handing tokens
+    to their streams) while the next step decodes; ``"auto"`` does it where the layers are
+    on a GPU (``llama_decode`` returns before the device is done), not on the CPU, whose
+    decode keeps every core busy (there, each token would only reach its stream one
+    step later).  ``base_url`` and ``api_key``: the openai backend's server (e.g.
+    ``http://host:8000/v1``) and key (also read from ``ROCM_INFER_OPENAI_BASE_URL`` and
+    ``ROCM_INFER_OPENAI_API_KEY``); the key is never shown.
     """
 
     backend: str | None = None
@@ -221,6 +228,9 @@ class LoadConfig:
     batch_size: int = 512
     device_sampling: DeviceSampling = "auto"
     prefix_cache: bool = True
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed or logged
+    overlap_decode: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         _require(self.backend is None or (isinstance(self.backend, str) and self.backend != ""), f"backend must be a name or None, got {self.backend!r}")
@@ -232,6 +242,10 @@ class LoadConfig:
         _require(_is_int(self.batch_size, 1), f"batch_size must be an integer in [1, {INT32_MAX}], got {self.batch_size!r}")
         _require(self.device_sampling in ("auto", "on", "off"), f"device_sampling must be 'auto', 'on' or 'off', got {self.device_sampling!r}")
         _require(isinstance(self.prefix_cache, bool), f"prefix_cache must be True or False, got {self.prefix_cache!r}")
+        _require(self.base_url is None or (isinstance(self.base_url, str) and self.base_url.startswith(("http://", "https://"))),
+                 f"base_url must be an http:// or https:// URL, got {self.base_url!r}")
+        _require(self.api_key is None or (isinstance(self.api_key, str) and self.api_key.isprintable()), "api_key must be a printable string")
+        _require(self.overlap_decode in ("auto", "on", "off"), f"overlap_decode must be 'auto', 'on' or 'off', got {self.overlap_decode!r}")
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,25 @@
 """The engine: one thread owns the llama context and batches every live request.
 
 Callers tokenize on their own thread and ``submit`` a ``Request``; from then on
-only the engine thread touches it.  Each step is plan, run, apply:
+only the engine thread touches it.  Each step is plan, run, record, deliver:
 
 - ``plan_step`` (pure) picks one token for every decoding request, prefill
   chunks for new ones and admissions (see ``scheduler``), after ``KvSlots`` has
   matched waiting requests with the prefixes they can reuse;
-- ``_run`` fills one ``llama_batch`` and calls ``llama_decode`` (the only code
-  that does; ctypes releases the GIL meanwhile);
-- ``_apply`` has the step's tokens chosen (``TokenChooser``: device or host),
-  detokenizes, checks stops and pushes each request's tokens to its own sink;
-  a finished request's cells become a prefix-cache entry or are freed at once.
+- ``_run`` fills one ``llama_batch`` and launches ``llama_decode`` (the only code
+  that does; ctypes releases the GIL meanwhile), then waits for it;
+- ``_record`` has the step's tokens chosen (``TokenChooser``: device or host) and
+  appends them to their requests, ending those that reached an end token, their
+  length or the end of their structured output: what the next plan depends on;
+- ``_deliver`` does the text work of recorded tokens (detokenizing, stop strings,
+  handing each request its ``Token`` and, once ended, its ``Finished``).
+
+Delivery either follows the record at once, or, with ``overlap`` (a GPU, where
+``llama_decode`` returns before the device is done), runs while the *next* step
+decodes: the host's per-token work then costs no step time.  A stop string found
+that way ends its request one step late; the extra row it decoded is dropped.
+A finished request's cells become a prefix-cache entry or are freed at once, and
+never while a decode is in flight.
 
 Errors come back as values on the request's sink and are raised in the
 caller's thread; an exception inside a step fails the requests of that step,
@@ -50,7 +59,7 @@ _SHUTDOWN = object()
 
 class Engine:
     def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy,
-                 prefix_cache: bool) -> None:
+                 prefix_cache: bool, overlap: bool = False) -> None:
         self._ctx = ctx
         self._chooser = TokenChooser(ctx, vocab.n_tokens, device_policy)
         self._vocab = vocab
@@ -61,6 +70,10 @@ class Engine:
         self.kv = KvSlots(ctx, n_slots, prefix_cache)  # read only on the engine thread (``call``)
         self._running: list[Request] = []
         self._waiting: deque[Request] = deque()
+        self._overlap = overlap
+        self._undelivered: list[Request] = []  # recorded tokens whose text work is still to do
+        self._text_stopped: list[Request] = []  # stop strings found while a decode was in flight
+        self._in_flight = False
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -101,7 +114,12 @@ class Engine:
     # ---- engine thread -------------------------------------------------------------
     def _loop(self) -> None:
         try:
-            while self._take_inbox(block=not (self._running or self._waiting)):
+            while True:
+                idle = not (self._running or self._waiting)
+                if idle and self._undelivered:  # no next decode to overlap it with
+                    self._deliver()
+                if not self._take_inbox(block=idle):
+                    break
                 self._step()
         finally:  # also when the loop itself failed: no request may wait forever
             with self._close_lock:
@@ -115,11 +133,14 @@ class Engine:
             self._reap(started)
             plan = self._plan()
             if not plan.chunks:
+                self._deliver()
                 return
             self._admit(plan.admitted)
             self.stats.plan_s += time.perf_counter() - started
             outputs = self._run(plan)
-            self._apply(plan, outputs)
+            self._record(plan, outputs)
+            if not self._overlap:
+                self._deliver()
             self.stats.steps += 1
             self.stats.tokens += plan.n_tokens
             self.stats.step_s += time.perf_counter() - started
@@ -127,9 +148,10 @@ class Engine:
             error = exc if isinstance(exc, RocmInferError) else EngineError(f"engine step failed: {exc!r}")
             _log.exception("engine step failed")
             failed = {chunk.request for chunk in plan.chunks} if plan else {*self._running, *self._waiting}
-            for request in failed:
-                if not request.status.finished:
-                    self._finish(request, RequestStatus.FINISHED_ERROR, error)
+            for request in [*failed, *self._undelivered, *self._text_stopped]:
+                self._finish(request, RequestStatus.FINISHED_ERROR, error)
+            self._undelivered.clear()
+            self._text_stopped.clear()
 
     def _plan(self) -> StepPlan:
         """Match waiting requests with reusable prefixes, free ids for all a step could
@@ -189,7 +211,8 @@ class Engine:
             self._chooser.place(request)
 
     def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
-        """Fill the batch and decode; returns (chunk, batch index) of each output row, in row order."""
+        """Fill the batch and decode (with ``overlap``, delivering the last step's text
+        meanwhile); returns (chunk, batch index) of each output row, in row order."""
         started = time.perf_counter()
         batch = self._batch
         batch.clear()
@@ -205,73 +228,131 @@ class Engine:
                 outputs.append((chunk, index))
         decode_started = time.perf_counter()
         self.stats.fill_s += decode_started - started
-        self._ctx.decode(batch.finish())
+        self._ctx.launch(batch.finish())
+        self._in_flight = True
+        try:
+            if self._overlap and self._undelivered:
+                self._deliver()  # inside the decode's span: its time is emit time too
+        finally:
+            self._ctx.wait()
+            self._in_flight = False
         self.stats.decode_s += time.perf_counter() - decode_started
         return outputs
 
-    def _apply(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
+    def _record(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
+        """Choose the step's tokens and append them to their requests; end the requests
+        whose end shows without their text (end token, length, structured output done)."""
+        for request in self._text_stopped:  # their rows in this step are dropped
+            self._finish(request, RequestStatus.FINISHED_STOPPED)
+        self._text_stopped.clear()
         for chunk in plan.chunks:
             chunk.request.n_computed += chunk.count
         if not outputs:
             return
         started = time.perf_counter()
         tokens, rows = self._chooser.choose(outputs, self.stats)
-        emitted = time.perf_counter()
-        self.stats.sample_s += emitted - started
+        chosen = time.perf_counter()
+        self.stats.sample_s += chosen - started
         for row, (chunk, _) in enumerate(outputs):
             request = chunk.request
+            if request.status.finished:
+                continue
             token = int(tokens[row])
             if request.kind is RequestKind.CLASSIFY:
                 logits = rows[row].copy() if request.config.return_logits and rows is not None else None
-                request.first_token_at = request.last_token_at = emitted
+                request.first_token_at = request.last_token_at = chosen
                 request.sink.put(ClassifyResult(token, self._vocab.detokenize([token]), logits))
                 self._finish(request, RequestStatus.FINISHED_STOPPED)
                 continue
             logprob = token_logprob(rows[row], token) if request.config.logprobs and rows is not None else None
-            self._emit(request, token, logprob, emitted)
-        self.stats.emit_s += time.perf_counter() - emitted
+            self._record_token(request, token, logprob, chosen)
+        self.stats.emit_s += time.perf_counter() - chosen
 
-    def _emit(self, request: Request, token: int, logprob: float | None, now: float) -> None:
-        """Turn one sampled token into stream output and decide whether the request ends."""
+    def _record_token(self, request: Request, token: int, logprob: float | None, now: float) -> None:
         if not request.first_token_at:
             request.first_token_at = now
         request.last_token_at = now
-        if (self._vocab.is_eog(token) and not request.config.ignore_eos) or token in request.config.stop_tokens:
-            tail = request.flush_text()
-            if tail:  # text held back before the end token is the generation's, so it is sent
-                request.generated.append(token)
-                request.sink.put(Token(token, tail, logprob))
-            self._finish(request, RequestStatus.FINISHED_STOPPED)
+        config = request.config
+        end_token = (self._vocab.is_eog(token) and not config.ignore_eos) or token in config.stop_tokens
+        request.undelivered = (token, logprob, end_token)
+        self._undelivered.append(request)
+        if end_token:
+            self._end(request, RequestStatus.FINISHED_STOPPED)
             return
         request.generated.append(token)
         if request.host_sampler is not None:
             request.host_sampler.accept(token)
-        if request.constraint is not None:
-            request.constraint.consume(token)
+        constraint = request.constraint
+        if constraint is not None:
+            constraint.consume(token)
+            if constraint.ended:  # the structured output is complete (or failed)
+                error = constraint.error
+                self._end(request, RequestStatus.FINISHED_ERROR if error else RequestStatus.FINISHED_STOPPED, error)
+                return
+        if len(request.generated) >= config.max_tokens or request.n_tokens >= self._n_ctx:
+            self._end(request, RequestStatus.FINISHED_LENGTH)
+
+    def _deliver(self) -> None:
+        """The text work of every recorded token, in order: each request gets its
+        ``Token`` and, once ended, its ``Finished``."""
+        started = time.perf_counter()
+        undelivered, self._undelivered = self._undelivered, []
+        for request in undelivered:
+            if request.undelivered is None:  # delivered early, as its request ended
+                continue
+            stopped = self._deliver_text(request)
+            if request.status.finished:
+                self._announce(request)
+            elif stopped:
+                if self._in_flight:  # its cells are in use: end it after the decode
+                    self._text_stopped.append(request)
+                else:
+                    self._finish(request, RequestStatus.FINISHED_STOPPED)
+        self.stats.emit_s += time.perf_counter() - started
+
+    def _deliver_text(self, request: Request) -> bool:
+        """Detokenize the request's last recorded token, match stop strings and hand over
+        the text it releases; True when a stop string ends the request."""
+        assert request.undelivered is not None
+        token, logprob, end_token = request.undelivered
+        request.undelivered = None
+        if end_token:
+            tail = request.flush_text()
+            if tail:  # text held back before the end token is the generation's, so it is sent
+                request.generated.append(token)
+                request.sink.put(Token(token, tail, logprob))
+            return False
         released, stopped = request.stops.feed(request.detokenizer.feed(self._vocab.piece(token)))
-        status, error = None, None
-        if stopped:
-            status = RequestStatus.FINISHED_STOPPED
-        elif request.constraint is not None and request.constraint.ended:  # the structured output is complete (or failed)
-            error = request.constraint.error
-            status = RequestStatus.FINISHED_ERROR if error else RequestStatus.FINISHED_STOPPED
-            released += request.flush_text()
-        elif len(request.generated) >= request.config.max_tokens or request.n_tokens >= self._n_ctx:
-            status = RequestStatus.FINISHED_LENGTH
+        if not stopped and request.status.finished:
             released += request.flush_text()
         request.sink.put(Token(token, released, logprob))
-        if status is not None:
-            self._finish(request, status, error)
+        return stopped
 
-    def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
-        """End a request: free its KV cells and slot now, then send its last item."""
+    def _end(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
+        """Take an ended request out of the running set and free its cells (or keep them
+        as a prefix-cache entry); its ``Finished`` follows its last text."""
         if request in self._running:
             self._running.remove(request)
             self.kv.finish(request, keep=status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH))
         elif request in self._waiting:
             self._waiting.remove(request)
         request.status = status
-        request.sink.put(Finished(_REASONS[status], self._metrics(request), error))
+        request.error = error
+
+    def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
+        """End a request now (unless it has ended already): its cells are freed, the text
+        of its last token is delivered, then its ``Finished`` is sent."""
+        if request.announced:
+            return
+        if not request.status.finished:
+            self._end(request, status, error)
+        if request.undelivered is not None:
+            self._deliver_text(request)
+        self._announce(request)
+
+    def _announce(self, request: Request) -> None:
+        request.announced = True
+        request.sink.put(Finished(_REASONS[request.status], self._metrics(request), request.error))
 
     def _metrics(self, request: Request) -> GenerateMetrics:
         active = self.active_memory_bytes()
@@ -280,7 +361,7 @@ class Engine:
 
     def _shutdown(self) -> None:
         closed = ModelClosedError("the model was closed while this request was live")
-        for request in [*self._running, *self._waiting]:
+        for request in [*self._running, *self._waiting, *self._undelivered, *self._text_stopped]:
             self._finish(request, RequestStatus.FINISHED_CANCELLED, closed)
         while True:  # submissions that raced with close()
             try:

@@ -115,27 +115,29 @@ class LlamaContext(_OwnedPointer):
         ptr = self._llama.llama_init_from_model(model.ptr, params)
         if not ptr:
             detail = "; ".join(llama_log().since(mark)[-3:])
-            raise OutOfMemoryError(f"could not create a llama.cpp context with {n_ctx} cells: {detail}")
+            raise OutOfMemoryError(f"not enough memory for a llama.cpp context of {n_ctx} cells (try a smaller context_len): {detail}")
         self.ptr: Any = ptr
         self.memory = self._llama.llama_get_memory(ptr)
         self.n_ctx = int(self._llama.llama_n_ctx(ptr))
 
-    def decode(self, batch: Any) -> None:
-        """Run one ``llama_decode``; ctypes releases the GIL for its duration.
+    def launch(self, batch: Any) -> None:
+        """Start one ``llama_decode``; ctypes releases the GIL for its duration.
 
-        Return codes (llama.h): 1 = no KV slot for the batch, 2 = aborted,
-        -1 = invalid batch, < -1 = fatal.  The scheduler reserves cells before
-        admitting work, so any non-zero code here is a real fault.
+        A GPU backend returns once the work is queued (the outputs are read after
+        ``wait``), so the host can do other work meanwhile; the CPU backend returns when
+        it is done.  Return codes (llama.h): 1 = no KV slot for the batch, 2 = aborted,
+        -1 = invalid batch, < -1 = fatal.  The scheduler reserves cells before admitting
+        work, so any non-zero code here is a real fault (and nothing is left running).
         """
         rc = self._llama.llama_decode(self.ptr, batch)
-        if rc == 0:
-            # GPU backends return before the work is done; waiting here keeps the time
-            # where it belongs (decode, not the first read of its outputs)
-            self._llama.llama_synchronize(self.ptr)
         if rc == 1:
             raise OutOfMemoryError("llama_decode found no free KV slot for the batch")
         if rc != 0:
             raise EngineError(f"llama_decode failed with code {rc}")
+
+    def wait(self) -> None:
+        """Wait until the launched decode is done (at once on the CPU backend)."""
+        self._llama.llama_synchronize(self.ptr)
 
     def remove_sequence(self, seq_id: int) -> None:
         """Free every KV cell of one sequence (positions 0..end)."""

@@ -51,23 +51,25 @@ class NativeModel(TextModel):
         self._closed = False
         memory = tracker()  # the first one's baseline precedes every allocation
         try:
+            free_vram = self._free_vram(config)  # before the weights take their share of it
             self._model = self._stack.enter_context(LlamaModel(path, config.gpu_layers))
             llama = lib()
             trained = int(llama.llama_model_n_ctx_train(self._model.ptr))
             n_ctx, reason = size_context(config.context_len, trained, self._kv_per_token(), int(llama.llama_model_size(self._model.ptr)),
-                                         self._free_vram(config), DEFAULT_CONTEXT_CAP)
+                                         free_vram, DEFAULT_CONTEXT_CAP)
             slots = config.parallel_slots or DEFAULT_PARALLEL_SLOTS
             budget = max(config.batch_size, slots)
             self._ctx = self._stack.enter_context(
                 LlamaContext(self._model, n_ctx, slots, budget, config.flash_attn, config.n_threads)
             )
-            device_policy = self._device_policy(config, int(llama.llama_model_n_layer(self._model.ptr)))
+            on_gpu = self._on_gpu(config, int(llama.llama_model_n_layer(self._model.ptr)))
+            device_policy = self._device_policy(config, on_gpu)
             self._vocab = Vocab(self._model.vocab)
             self._grammars = Grammars(self._vocab)
             self._info = self._describe(path, config, backend_name, trained, reason, slots)
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
-                                  config.prefix_cache)
+                                  config.prefix_cache, overlap=config.overlap_decode == "on" or (config.overlap_decode == "auto" and on_gpu))
             self._stack.callback(self._engine.close)
             # a model dropped without close() still stops its engine thread and frees the
             # context and weights (the thread holds the context, never this object)
@@ -92,15 +94,19 @@ class NativeModel(TextModel):
         return kv_bytes_per_token(int(llama.llama_model_n_layer(model)), n_kv, key, value)
 
     @staticmethod
-    def _device_policy(config: LoadConfig, n_layers: int) -> DevicePolicy:
-        """``auto``: where the output layer is on a GPU (every layer offloaded, the output
-        one included), requests whose host sampling would need a whole-vocabulary pass
-        are sampled in the decode graph (``DevicePolicy.WHOLE_VOCAB`` says why); on the
-        CPU the host path measures faster for every setting."""
+    def _on_gpu(config: LoadConfig, n_layers: int) -> bool:
+        """Every layer, the output one included, is offloaded to a GPU."""
+        gpu_build = build_config().get("gpu_backend") in ("hip", "cuda", "vulkan")
+        return gpu_build and (config.gpu_layers == -1 or config.gpu_layers > n_layers)
+
+    @staticmethod
+    def _device_policy(config: LoadConfig, on_gpu: bool) -> DevicePolicy:
+        """``auto``: where the output layer is on a GPU, requests whose host sampling would
+        need a whole-vocabulary pass are sampled in the decode graph
+        (``DevicePolicy.WHOLE_VOCAB`` says why); on the CPU the host path measures faster
+        for every setting."""
         if config.device_sampling != "auto":
             return DevicePolicy.ALL if config.device_sampling == "on" else DevicePolicy.OFF
-        gpu_build = build_config().get("gpu_backend") in ("hip", "cuda", "vulkan")
-        on_gpu = gpu_build and (config.gpu_layers == -1 or config.gpu_layers > n_layers)
         return DevicePolicy.WHOLE_VOCAB if on_gpu else DevicePolicy.OFF
 
     @staticmethod

@@ -67,6 +67,10 @@ class Request:
     deferred: bool = False
     detokenizer: Detokenizer = field(default_factory=Detokenizer)
     stops: StopMatcher = field(init=False)
+    # the last recorded token's (id, logprob, is an end token) until its text is delivered
+    undelivered: tuple[int, float | None, bool] | None = None
+    error: BaseException | None = None  # why it ended, once it has
+    announced: bool = False  # its ``Finished`` was sent
     admitted_at: float = 0.0
     first_token_at: float = 0.0
     last_token_at: float = 0.0

@@ -3,7 +3,10 @@
 On a GPU a decode step of 16 sequences takes a few milliseconds, so the Python
 around ``llama_decode`` decides the throughput; these counters say which part of
 it (planning, filling the batch, sampling, handing tokens to the streams) to look
-at.  ``step_s - decode_s`` is everything that is not the decode itself.
+at.  ``decode_s`` spans ``llama_decode`` up to the device's end; with the engine's
+``overlap`` the text work of the previous step runs inside that span (it counts in
+``emit_s`` too, so the phases may add up to more than ``step_s``), and ``step_s -
+decode_s`` is the host time the decode did not cover.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ class EngineStats:
 
     @property
     def python_fraction(self) -> float:
-        """Share of the engine's step time spent outside ``llama_decode``."""
+        """Share of the engine's step time outside the decode's span: where the device
+        waits for the host."""
         return (self.step_s - self.decode_s) / self.step_s if self.step_s else 0.0
 
     def per_step_ms(self) -> dict[str, float]:
