@@ -35,18 +35,20 @@ SAMPLINGS: dict[str, dict[str, Any]] = {
     "top_k": {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1},
     "top_p": {"temperature": 0.8, "top_p": 0.95, "seed": 1},
 }
-CONTENDERS = {
-    "in_process": ("llama_cpp", None),
-    "in_process_host": ("llama_cpp", "off"),
-    "in_process_device": ("llama_cpp", "on"),
-    "server": ("llama_server", "off"),
-    "server_backend_sampling": ("llama_server", "on"),
+# name -> (backend, load options on top of the common ones)
+CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "in_process": ("llama_cpp", {}),
+    "in_process_host": ("llama_cpp", {"device_sampling": "off"}),
+    "in_process_device": ("llama_cpp", {"device_sampling": "on"}),
+    "in_process_no_overlap": ("llama_cpp", {"overlap_decode": "off"}),  # what overlap buys on a GPU
+    "server": ("llama_server", {"device_sampling": "off"}),
+    "server_backend_sampling": ("llama_server", {"device_sampling": "on"}),
 }
 
 
 def measure(contender: str, path: Path, prompts: list[list[int]], streams: list[int], gen_tokens: int, common: dict[str, Any]) -> dict[str, Any]:
-    backend, device = CONTENDERS[contender]
-    options = dict(common, device_sampling=device) if device else dict(common)
+    backend, extra = CONTENDERS[contender]
+    options = dict(common, **extra)
     context = max(streams) * (len(prompts[0]) + gen_tokens + 8)
     figures: dict[str, Any] = {"aggregate_tokens_per_s": {}, "python_share_of_step": {}, "phase_ms_per_step": {}}
     with load_model(path, backend=backend, parallel_slots=max(streams), context_len=max(context, 1024), **options) as model:
