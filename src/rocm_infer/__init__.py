@@ -37,7 +37,7 @@ from .models import default_model_path
 from .native.backend import LlamaCppBackend, RocmBackend
 from .native.devices import active_memory, peak_memory, reset_peak_memory
 from .registry import default_backend, get_backend, list_backends, register
-from .server.backend import LlamaServerBackend
+from .server.backend import LlamaServerBackend, OpenAIBackend
 from .stream import AsyncTokenStream, TokenStream
 from .types import (
     BatchResult,
@@ -59,6 +59,7 @@ __version__ = "0.1.0"
 register(RocmBackend())
 register(LlamaCppBackend())
 register(LlamaServerBackend())
+register(OpenAIBackend())
 
 
 def load_model(model: str | os.PathLike[str] | None = None, config: LoadConfig | None = None, **options: Any) -> TextModel:

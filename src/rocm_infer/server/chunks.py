@@ -60,10 +60,18 @@ class ChunkReader:
         self._held: list[int] = []  # tokens whose chunks came without text since the last text
         self._predicted = 0  # tokens the server has accounted for, sent or not
         self.generated = 0  # tokens handed out
+        self.prompt_tokens = 0
+        self.started = False  # a chunk with a generated token's id has arrived
         self.reason: FinishReason | None = None  # set once the stream has ended
+
+    @property
+    def complete(self) -> bool:
+        """llama-server ends the stream with its final chunk."""
+        return self.reason is not None
 
     def feed(self, data: dict[str, Any]) -> list[Token]:
         """The tokens one chunk releases; sets ``reason`` when the chunk ends the stream."""
+        self.prompt_tokens = int(data.get("tokens_evaluated", self.prompt_tokens))
         if data.get("stop"):  # the final chunk: its text and ids were in the partials
             out = self._release()
             missing = int(data.get("tokens_predicted", self._predicted)) - self._predicted
@@ -78,6 +86,7 @@ class ChunkReader:
         ids = data.get("tokens") or []
         if not ids:  # a progress or start chunk
             return []
+        self.started = True
         token, text = int(ids[-1]), data.get("content", "")
         predicted = int(data.get("tokens_predicted", self._predicted + 1))
         missing = [Token(i, "") for i in self._recover(text, predicted - self._predicted - 1, token)]

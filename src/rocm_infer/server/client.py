@@ -1,10 +1,12 @@
-"""Talking to llama-server: request bodies, and one SSE stream turned into stream items.
+"""Talking to an HTTP server: request bodies, and one SSE stream turned into stream items.
 
-The native ``/completion`` endpoint is used (not the OpenAI one) because it can
-return the token ids of every chunk (``return_tokens``) and takes a prompt as
-text or ids, which the head-to-head comparison needs.  SSE is parsed by
-httpx-sse; nothing here parses the wire format by hand.  ``chunks.ChunkReader``
-turns the server's chunks into the ``Token``s the in-process engine would emit.
+The llama_server backend uses llama-server's native ``/completion`` endpoint (not the
+OpenAI one) because it can return the token ids of every chunk (``return_tokens``) and
+takes a prompt as text or ids, which the head-to-head comparison needs; the openai
+backend uses ``/v1/completions`` and ``/v1/chat/completions``.  Both run through one
+``StreamWorker``: only the endpoint, the body and the chunk reader differ
+(``chunks.ChunkReader`` for llama-server, ``openai_chunks.OpenAIChunkReader``).  SSE is
+parsed by httpx-sse; nothing here parses the wire format by hand.
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from httpx_sse import SSEError, connect_sse
 
 from ..errors import (
     InvalidConfigError,
+    ModelNotFoundError,
     PromptTooLongError,
     RocmInferError,
     ServerCrashedError,
 )
 from ..stream import Finished, Sink
-from ..types import ClassifyResult, FinishReason, GenerateConfig, GenerateMetrics
+from ..types import ClassifyResult, FinishReason, GenerateConfig, GenerateMetrics, Token
 from .chunks import ByteIds, ChunkReader, Detokenize
 
 
@@ -59,6 +62,22 @@ def completion_body(prompt: str | list[int], config: GenerateConfig, classify: b
     return body
 
 
+class Reader(Protocol):
+    """What ``StreamWorker`` needs of a chunk reader: chunks (decoded JSON objects) in,
+    ``Token``s out.  ``reason`` is the finish reason once the server has sent it; ``complete``
+    says nothing more is expected (an OpenAI server may still send usage after it)."""
+
+    reason: FinishReason | None
+    generated: int
+    prompt_tokens: int
+    started: bool  # a generated token has arrived (sent on, or held back)
+
+    def feed(self, data: dict[str, Any]) -> list[Token]: ...
+
+    @property
+    def complete(self) -> bool: ...
+
+
 class StreamWorker(threading.Thread):
     """Reads one request's SSE stream and puts ``Token``s, then ``Finished``, on its sink.
 
@@ -72,7 +91,8 @@ class StreamWorker(threading.Thread):
     def __init__(
         self, client: httpx.Client, body: dict[str, Any], config: GenerateConfig, sink: Sink, classify: bool,
         describe_crash: Callable[[BaseException], RocmInferError], eog_ids: frozenset[int] = frozenset(),
-        byte_ids: ByteIds | None = None, detokenize: Detokenize | None = None,
+        byte_ids: ByteIds | None = None, detokenize: Detokenize | None = None, *,
+        path: str = "/completion", reader: Reader | None = None, who: str = "llama-server",
     ) -> None:
         super().__init__(name="rocm-infer-sse", daemon=True)
         self._client = client
@@ -80,7 +100,9 @@ class StreamWorker(threading.Thread):
         self._sink = sink
         self._classify = classify
         self._describe_crash = describe_crash
-        self._reader = ChunkReader(config, eog_ids, byte_ids or (lambda _char, _count: None), detokenize or (lambda _ids: ""))
+        self._path = path
+        self._who = who
+        self._reader: Reader = reader or ChunkReader(config, eog_ids, byte_ids or (lambda _char, _count: None), detokenize or (lambda _ids: ""))
         self._cancelled = threading.Event()
         self._cancel_error: BaseException | None = None
         self._response: httpx.Response | None = None
@@ -98,7 +120,7 @@ class StreamWorker(threading.Thread):
 
     def run(self) -> None:
         reason: FinishReason = "error"
-        error: BaseException | None = RocmInferError("the llama-server stream reader stopped without a result")
+        error: BaseException | None = RocmInferError(f"the {self._who} stream reader stopped without a result")
         try:
             reason = self._read()
             error = self._cancel_error if reason == "cancelled" else None
@@ -117,7 +139,7 @@ class StreamWorker(threading.Thread):
         if self._cancelled.is_set():
             return "cancelled"
         if response.status_code != 200:
-            raise http_error(response)
+            raise http_error(response, self._who)
         data = response.json()
         self._first_at = self._last_at = time.perf_counter()
         self._prompt_tokens = data.get("tokens_evaluated", 0)
@@ -130,35 +152,38 @@ class StreamWorker(threading.Thread):
     def _stream(self) -> FinishReason:
         # ``Connection: close``: llama-server drops a connection after a stream, so a pooled
         # one would fail the next request with "Server disconnected" on a healthy server.
-        with connect_sse(self._client, "POST", "/completion", json=self._body, headers={"Connection": "close"}) as source:
+        with connect_sse(self._client, "POST", self._path, json=self._body, headers={"Connection": "close"}) as source:
             self._response = source.response
             if self._cancelled.is_set():
                 return "cancelled"
             if source.response.status_code != 200:
                 source.response.read()
-                raise http_error(source.response)
+                raise http_error(source.response, self._who)
             for event in source.iter_sse():
                 if self._cancelled.is_set():
                     return "cancelled"
+                if event.data == "[DONE]":  # OpenAI's end of a stream (llama-server's /completion sends none)
+                    break
                 data = json.loads(event.data)
                 if not isinstance(data, dict):
                     raise ValueError(f"a chunk that is not a JSON object: {event.data[:200]!r}")
                 if "error" in data:
-                    raise RocmInferError(f"llama-server: {data['error']}")
-                self._prompt_tokens = data.get("tokens_evaluated", self._prompt_tokens)
+                    raise RocmInferError(f"{self._who}: {data['error']}")
                 now = time.perf_counter()
-                if data.get("tokens") and not self._first_at:
-                    self._first_at = now
                 tokens = self._reader.feed(data)
+                if self._reader.started and not self._first_at:
+                    self._first_at = now
                 for token in tokens:
                     self._sink.put(token)
                 if tokens:
                     self._last_at = now
-                if self._reader.reason is not None:
-                    return self._reader.reason
+                if self._reader.complete:
+                    return self._reader.reason  # type: ignore[return-value]
         if self._cancelled.is_set():
             return "cancelled"
-        raise ServerCrashedError("llama-server ended the stream without its final chunk")
+        if self._reader.reason is not None:
+            return self._reader.reason
+        raise ServerCrashedError(f"{self._who} ended the stream without its final chunk")
 
     def _failure(self, exc: Exception) -> tuple[FinishReason, BaseException | None]:
         """The reason and typed error for an exception on this thread; the cause stays chained."""
@@ -171,9 +196,9 @@ class StreamWorker(threading.Thread):
         elif isinstance(exc, UnicodeEncodeError):  # the request body: text with no UTF-8 form
             error = InvalidConfigError(f"the request holds text that is not valid Unicode (a lone surrogate?): {exc}")
         elif isinstance(exc, (ValueError, KeyError, TypeError, IndexError)):  # JSON and shape errors
-            error = ServerCrashedError(f"llama-server sent a reply this client cannot read: {type(exc).__name__}: {exc}")
+            error = ServerCrashedError(f"{self._who} sent a reply this client cannot read: {type(exc).__name__}: {exc}")
         else:  # e.g. the HTTP client closed under the request
-            error = RocmInferError(f"the request to llama-server failed: {type(exc).__name__}: {exc}")
+            error = RocmInferError(f"the request to {self._who} failed: {type(exc).__name__}: {exc}")
         if error.__cause__ is None:
             error.__cause__ = exc
         return "error", error
@@ -181,7 +206,7 @@ class StreamWorker(threading.Thread):
     def _metrics(self) -> GenerateMetrics:
         first = self._first_at
         return GenerateMetrics(
-            prompt_tokens=self._prompt_tokens,
+            prompt_tokens=self._prompt_tokens or self._reader.prompt_tokens,
             generated_tokens=self._reader.generated,
             time_to_first_token_s=first - self.submitted_at if first else 0.0,
             prefill_s=first - self.submitted_at if first else 0.0,
@@ -190,15 +215,21 @@ class StreamWorker(threading.Thread):
         )
 
 
-def http_error(response: httpx.Response) -> RocmInferError:
+def http_error(response: httpx.Response, who: str = "llama-server") -> RocmInferError:
+    """An error reply (OpenAI's error shape, which llama-server uses too) as a typed error."""
     try:
-        message = response.json().get("error", {}).get("message", response.text)
+        error = response.json().get("error", {})
+        message = error.get("message", response.text) if isinstance(error, dict) else str(error)
+        code = error.get("code") if isinstance(error, dict) else None
     except (json.JSONDecodeError, AttributeError):
-        message = response.text
-    if "exceed" in message.lower() and "context" in message.lower():
-        return PromptTooLongError(f"llama-server: {message}")
+        message, code = response.text, None
+    lowered = message.lower()
+    if code == "context_length_exceeded" or (("exceed" in lowered or "maximum context" in lowered) and "context" in lowered):
+        return PromptTooLongError(f"{who}: {message}")
     if response.status_code == 400:
-        return InvalidConfigError(f"llama-server: {message}")
+        return InvalidConfigError(f"{who}: {message}")
     if response.status_code == 401:
-        return RocmInferError(f"llama-server refused the API key: {message}")
-    return ServerCrashedError(f"llama-server answered {response.status_code}: {message}")
+        return RocmInferError(f"{who} refused the API key: {message}")
+    if response.status_code == 404:
+        return ModelNotFoundError(f"{who}: {message}")
+    return ServerCrashedError(f"{who} answered {response.status_code}: {message}")

@@ -1,0 +1,147 @@
+"""The openai ``TextModel``: any OpenAI-compatible server (vLLM, llama-server's ``/v1``,
+another machine's ``rocm-infer serve``) behind the same interface as the local backends.
+
+It is what a user who outgrows one machine points at a cluster without changing code.
+Each request is one streamed ``/completions`` (generate, classify) or
+``/chat/completions`` (chat: the server renders its own template) call, read by the same
+``StreamWorker`` as the llama_server backend, so streams, metrics, errors, cancel and
+timeouts behave alike; ``openai_chunks`` says what the wire format cannot carry.  The
+API key is sent as a bearer header only: it is never logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+
+from ..errors import BackendUnavailableError, InvalidConfigError, ModelClosedError, ModelNotFoundError, ServerCrashedError
+from ..interface import TextModel
+from ..stream import Finished, Sink
+from ..types import ClassifyResult, GenerateConfig, LoadConfig, Message, ModelInfo, Token
+from .chunks import UNKNOWN_ID
+from .client import StreamWorker, http_error
+from .openai_chunks import OpenAIChunkReader, openai_body
+
+
+class OpenAIModel(TextModel):
+    def __init__(self, name: str | None, config: LoadConfig, base_url: str, api_key: str | None, backend_name: str) -> None:
+        super().__init__()
+        self._closed = False
+        self._base_url = base_url.rstrip("/")
+        self._who = f"the server at {self._base_url}"
+        self._workers: set[StreamWorker] = set()
+        self._client = httpx.Client(
+            base_url=self._base_url,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            timeout=httpx.Timeout(None, connect=10.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        try:
+            card = self._model_card(name)
+            self._name = str(card["id"])
+            self._info = self._describe(card, config, backend_name)
+        except BaseException:
+            self._client.close()
+            raise
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def _model_card(self, name: str | None) -> dict[str, Any]:
+        """The served model ``name`` (None: the first one listed) from ``GET /models``."""
+        try:
+            response = self._client.get("/models", timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailableError(f"openai: cannot reach {self._base_url}: {exc}") from exc
+        if response.status_code != 200:
+            raise http_error(response, self._who)
+        try:
+            cards = [card for card in response.json()["data"] if isinstance(card, dict) and "id" in card]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServerCrashedError(f"{self._who} answered /models with something that is not a model list") from exc
+        if not cards:
+            raise ModelNotFoundError(f"{self._who} serves no model")
+        if name is None:
+            return cards[0]
+        for card in cards:
+            if card["id"] == name:
+                return card
+        raise ModelNotFoundError(f"{self._who} does not serve {name!r}; it serves {', '.join(str(c['id']) for c in cards)}")
+
+    def _describe(self, card: dict[str, Any], config: LoadConfig, backend: str) -> ModelInfo:
+        """What the model card says (vLLM and rocm-infer serve: ``max_model_len``; llama-server:
+        ``meta``); what no card says is 0 or "unknown"."""
+        meta = card.get("meta") if isinstance(card.get("meta"), dict) else {}
+        context = int(card.get("max_model_len") or meta.get("n_ctx") or meta.get("n_ctx_train") or 0)
+        return ModelInfo(
+            path=f"{self._base_url}/models/{self._name}", backend=backend, architecture="unknown", name=self._name,
+            vocab_size=int(meta.get("n_vocab") or 0), n_layers=0, hidden_size=int(meta.get("n_embd") or 0), n_heads=0,
+            n_kv_heads=0, n_params=int(meta.get("n_params") or 0), size_bytes=int(meta.get("size") or 0),
+            quantization="unknown", quant_bits=None, quant_group=None, context_train=int(meta.get("n_ctx_train") or 0),
+            context_len=context, context_reason=f"reported by {self._base_url}" if context else "not reported by the server",
+            parallel_slots=0, gpu_layers=config.gpu_layers, flash_attn=config.flash_attn, has_chat_template=True,
+        )
+
+    def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
+        if self._closed:
+            raise ModelClosedError("the model is closed; load it again")
+        if config.grammar is not None or config.regex is not None:
+            raise InvalidConfigError("the openai backend constrains output by json_schema only (response_format): an "
+                                     "OpenAI-compatible server has no portable grammar or regex field")
+        if classify:
+            if config.return_logits:
+                raise InvalidConfigError("the openai backend cannot return full logits; use the llama_cpp backend")
+            config, sink = dataclasses.replace(config, max_tokens=1, temperature=0.0), _ClassifySink(sink)
+        chat = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], Message)
+        worker = StreamWorker(
+            self._client, openai_body(self._name, prompt, config), config, sink, False, self._crash_error,
+            path="/chat/completions" if chat else "/completions", reader=OpenAIChunkReader(config, chat), who=self._who,
+        )
+        self._workers = {w for w in self._workers if w.is_alive()}
+        self._workers.add(worker)
+        worker.start()
+        if self._closed:  # close() ran while this request was being set up
+            worker.cancel(ModelClosedError("the model was closed while this request was live"))
+        return worker.cancel
+
+    def _crash_error(self, exc: BaseException) -> ServerCrashedError:
+        return ServerCrashedError(f"the connection to {self._base_url} broke: {exc}")
+
+    def _render_chat(self, messages: Sequence[Message]) -> list[Message]:  # type: ignore[override]
+        """The messages themselves: the server renders its own chat template."""
+        if self._closed:
+            raise ModelClosedError("the model is closed; load it again")
+        return list(messages)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        closed = ModelClosedError("the model was closed while this request was live")
+        for worker in list(self._workers):
+            worker.cancel(closed)
+        for worker in list(self._workers):
+            worker.join(timeout=5)
+        self._client.close()
+
+
+class _ClassifySink:
+    """classify over OpenAI: one greedy token, handed on as a ``ClassifyResult`` (id -1: the
+    wire carries no ids; text "" when the server ended without text, e.g. at an end token)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._first: Token | None = None
+
+    def put(self, item: Any) -> None:
+        if isinstance(item, Token):
+            self._first = self._first or item
+            return
+        if isinstance(item, Finished) and item.error is None:
+            self._sink.put(ClassifyResult(UNKNOWN_ID, self._first.text if self._first else "", None))
+            item = dataclasses.replace(item, reason="stop")
+        self._sink.put(item)
