@@ -32,3 +32,40 @@ def test_memory_figures_on_this_build(model):
         assert ri.active_memory() is None and ri.peak_memory() is None
     else:
         assert ri.peak_memory() >= model.info.size_bytes // 2
+
+
+def test_the_default_context_is_sized_from_the_vram_free_before_the_weights_load(tmp_path, monkeypatch, gemma_path):
+    """A HIP build sizes the default context by free VRAM less the weights.  Read after the
+    weights are on the card, free VRAM has already lost them and they would be taken off
+    twice (about half the context on a 16 GB card with a 5 GB model).  Here the card is a
+    sysfs tree whose used VRAM grows by the weights' size when llama.cpp loads them."""
+    from rocm_infer.hardware import find_amd_gpus
+    from rocm_infer.models import size_context
+    from rocm_infer.native import model as native_model
+
+    device = tmp_path / "class" / "drm" / "card1" / "device"
+    device.mkdir(parents=True)
+    (device / "vendor").write_text("0x1002\n")
+    used = device / "mem_info_vram_used"
+    used.write_text("0\n")
+    loaded: list[int] = []
+
+    class OnTheCard(native_model.LlamaModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaded.append(int(native_model.lib().llama_model_size(self.ptr)))
+            used.write_text(f"{loaded[-1]}\n")  # the weights now occupy the card
+
+    weights = 260 << 20  # about the Gemma 3 270M file; the exact size comes from llama.cpp below
+    kv_per_token = 18 * 1 * (256 + 256) * 2
+    total = int((weights + 8192 * kv_per_token) / 0.9)  # room for ~8k cells: less than the trained 32k
+    (device / "mem_info_vram_total").write_text(f"{total}\n")
+    monkeypatch.setattr(native_model, "find_amd_gpus", lambda: find_amd_gpus(tmp_path))
+    monkeypatch.setattr(native_model, "build_config", lambda: {"gpu_backend": "hip"})
+    monkeypatch.setattr(native_model, "LlamaModel", OnTheCard)
+    with ri.load_model(gemma_path, backend="llama_cpp", parallel_slots=1, device_sampling="off", overlap_decode="off") as sized:
+        info = sized.info
+        expected, _ = size_context(0, info.context_train, sized._kv_per_token(), loaded[0], total, 4096)
+        twice, _ = size_context(0, info.context_train, sized._kv_per_token(), loaded[0], total - loaded[0], 4096)
+    assert twice < expected < info.context_train  # the case under test: the order changes the answer
+    assert info.context_len == expected and "free VRAM" in info.context_reason
