@@ -14,7 +14,10 @@ the host-sampled greedy tokens in greedy_tokens.py's format, for the comparison 
 CPU build that runs outside the chroot.
 
 lavapipe is a CPU-type Vulkan device, which ggml skips unless it is named, so
-GGML_VK_VISIBLE_DEVICES defaults to 0 here (set before rocm_infer loads ggml).
+GGML_VK_VISIBLE_DEVICES defaults to 0 here (set before rocm_infer loads ggml).  Its memory
+is the host's, and its budget figures move with what other processes on the machine
+allocate (a first run read 1.7 GB "active" after close on a busy machine), so the fall
+after close is read just before and just after it, not against the first reading.
 """
 
 from __future__ import annotations
@@ -100,8 +103,10 @@ def run(model_path: str, out: Path) -> None:
             served = greedy(server, PROMPTS[0])
         assert_same_until_near_tie(host, PROMPTS[0], host_tokens[PROMPTS[0]], served)
         check(True, f"llama-server on the Vulkan build generates the in-process tokens ({'equal' if served == host_tokens[PROMPTS[0]] else 'equal up to a near-tie'})")
+        before_close = ri.active_memory() or 0
     after = ri.active_memory() or 0
-    check(after < loaded // 4, f"device memory falls back after close: {after >> 20} MiB active")
+    check(before_close - after >= loaded // 2,
+          f"device memory falls back after close: {before_close >> 20} MiB active just before, {after >> 20} MiB just after")
 
     record = {"build": {"gpu_backend": info.gpu_backend, "gpu_targets": list(info.gpu_targets)},
               "device": devices[0] if devices else None, "tokens": host_tokens}
