@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,27 +26,30 @@ from ..errors import RocmInferError
 from .bindings import lib
 from .vocab import Vocab
 
+if TYPE_CHECKING:  # llguidance is imported on first use: most requests are not constrained
+    from llguidance import LLExecutor, LLMatcher, LLTokenizer
+
 
 class Constraint:
     """One request's matcher; after submission only the engine thread touches it."""
 
-    def __init__(self, matcher: object, executor: object) -> None:
+    def __init__(self, matcher: LLMatcher, executor: LLExecutor) -> None:
         self.matcher = matcher
         self.executor = executor  # the model's llguidance thread pool, shared by its requests
 
     def consume(self, token: int) -> None:
-        self.matcher.consume_token(token)  # type: ignore[attr-defined]
+        self.matcher.consume_token(token)
 
     @property
     def ended(self) -> bool:
         """The grammar is complete (only an end token could follow), or the matcher failed."""
-        return bool(self.matcher.is_stopped())  # type: ignore[attr-defined]
+        return self.matcher.is_stopped()
 
     @property
     def error(self) -> RocmInferError | None:
-        if not self.matcher.is_error():  # type: ignore[attr-defined]
+        if not self.matcher.is_error():
             return None
-        return RocmInferError(f"structured output failed: {self.matcher.get_error()}")  # type: ignore[attr-defined]
+        return RocmInferError(f"structured output failed: {self.matcher.get_error()}")
 
 
 class Grammars:
@@ -54,8 +58,8 @@ class Grammars:
     def __init__(self, vocab: Vocab) -> None:
         self._vocab = vocab
         self._lock = threading.Lock()
-        self._tokenizer: object | None = None
-        self._executor: object | None = None
+        self._tokenizer: LLTokenizer | None = None
+        self._executor: LLExecutor | None = None
 
     def constraint(self, grammar: str) -> Constraint:
         """A fresh matcher for ``grammar`` (already validated by ``structured``)."""
@@ -64,9 +68,9 @@ class Grammars:
         matcher = llguidance.LLMatcher(self._llg_tokenizer(), grammar, log_level=0)
         if matcher.is_error():
             raise RocmInferError(f"structured output: the grammar cannot be used with this vocabulary: {matcher.get_error()}")
-        return Constraint(matcher, self._executor)
+        return Constraint(matcher, self._executor)  # type: ignore[arg-type]  # set with the tokenizer
 
-    def _llg_tokenizer(self) -> object:
+    def _llg_tokenizer(self) -> LLTokenizer:
         """Built on first use, under a lock: callers of one model may start constrained
         requests on several threads at once."""
         with self._lock:
