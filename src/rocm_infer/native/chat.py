@@ -1,11 +1,7 @@
-"""Chat prompts from the GGUF's own template.
-
-First choice is llama.cpp's ``llama_chat_apply_template``: it recognises the
-template families (Gemma, ChatML/Qwen, Llama 3, ...) and renders them in C,
-the same way llama-server's legacy path does, so in-process and subprocess see
-the same prompt.  A template llama.cpp does not recognise is rendered by
-Jinja's *sandboxed* environment (never ``eval``), with the variables Hugging
-Face templates expect.
+"""Chat prompts in-process: a built-in template name (a GGUF without its own template) by
+llama.cpp's ``llama_chat_apply_template``, as llama-server's legacy path renders it; a
+GGUF's own template by the one Jinja renderer both backends share
+(``chat_templates.render_jinja``), so in-process and subprocess send the same prompt.
 """
 
 from __future__ import annotations
@@ -13,6 +9,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 
+from ..chat_templates import BUILTIN_NAMES, render_jinja
 from ..errors import InvalidConfigError, InvalidModelError
 from ..types import Message
 from .bindings import lib
@@ -25,12 +22,11 @@ def render_chat(template: str | None, messages: Sequence[Message], bos_token: st
     if not template:
         raise InvalidModelError("this model has no chat template (tokenizer.chat_template) and its architecture has no "
                                 "known default; use generate() with a raw prompt")
+    if template not in BUILTIN_NAMES:
+        return render_jinja(template, messages, bos_token, eos_token)
     rendered = _render_with_llama(template, messages)
     if rendered is None:
-        rendered = _render_with_jinja(template, messages, bos_token, eos_token)
-        # The prompt is tokenized with the model's own BOS; a template that writes it too would double it.
-        if bos_token and rendered.startswith(bos_token):
-            rendered = rendered[len(bos_token) :]
+        raise InvalidModelError(f"llama.cpp does not know the built-in chat template {template!r}")
     return rendered
 
 
@@ -47,23 +43,3 @@ def _render_with_llama(template: str, messages: Sequence[Message]) -> str | None
         buf = ctypes.create_string_buffer(n)
         n = llama.llama_chat_apply_template(template.encode(), chat, len(encoded), True, buf, n)
     return buf.raw[:n].decode("utf-8", errors="replace")
-
-
-def _render_with_jinja(template: str, messages: Sequence[Message], bos_token: str, eos_token: str) -> str:
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise InvalidConfigError(f"the model's chat template refused these messages: {message}")
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(template).render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True,
-            bos_token=bos_token,
-            eos_token=eos_token,
-        )
-    except TemplateError as exc:
-        raise InvalidModelError(f"the model's chat template failed to render: {exc}") from exc

@@ -1,8 +1,10 @@
 """The subprocess ``TextModel``: one llama-server child, one SSE stream per request.
 
-Chat uses the server's own template engine (``/apply-template``), then the
-same ``/completion`` path as ``generate``, so token ids and timings come back
-the same way for both.  A GGUF without a template would get the server's
+Chat on a GGUF with its own template is rendered here by the renderer the in-process
+backend uses (``chat_templates.render_jinja``); a GGUF without one by the server's
+``/apply-template`` (llama.cpp's C renderer, as in-process).  Either way the prompt
+then takes the same ``/completion`` path as ``generate``, so token ids and timings
+come back the same way for both.  A GGUF without a template would get the server's
 ChatML default, which makes a Gemma model end its turn at once; such a model's
 server is restarted with ``--chat-template`` set to its family's built-in
 template (the architecture is read from the server's own load log).
@@ -18,7 +20,8 @@ from typing import Any
 
 import httpx
 
-from ..chat_templates import template_for
+from ..chat_templates import render_jinja, template_for
+from ..gguf_header import HeaderReader
 from ..cpu_threads import default_threads
 from ..errors import InvalidConfigError, ModelClosedError, ServerCrashedError
 from ..interface import TextModel
@@ -86,6 +89,7 @@ class ServerModel(TextModel):
             )
             self._info = self._describe(path, config, backend_name, facts)
             self._eog_ids = self._end_of_generation_ids()
+            self._jinja = _own_template(path)
             self._byte_spellings: dict[str, list[int] | None] = {}
         except BaseException:
             self._process.close()
@@ -203,6 +207,9 @@ class ServerModel(TextModel):
     def _render_chat(self, messages: Sequence[Message]) -> str:
         if self._closed:
             raise ModelClosedError("the model is closed; load it again")
+        if self._jinja is not None:
+            template, bos, eos = self._jinja
+            return render_jinja(template, messages, bos, eos)
         return self._request("POST", "/apply-template", {"messages": [{"role": m.role, "content": m.content} for m in messages]})["prompt"]
 
     def close(self) -> None:
@@ -216,3 +223,18 @@ class ServerModel(TextModel):
         for worker in list(self._workers):
             worker.join(timeout=5)
         self._client.close()
+
+
+def _own_template(path: Path) -> tuple[str, str, str] | None:
+    """The GGUF's own chat template with the text of its BOS and EOS tokens, or None."""
+    header = HeaderReader(path)
+    template = header.value("tokenizer.chat_template")
+    if not isinstance(template, str) or not template:
+        return None
+    tokens = header.string_array("tokenizer.ggml.tokens") or []
+
+    def text(key: str) -> str:
+        token = header.value(key)
+        return tokens[token].decode("utf-8", "replace") if isinstance(token, int) and 0 <= token < len(tokens) else ""
+
+    return template, text("tokenizer.ggml.bos_token_id"), text("tokenizer.ggml.eos_token_id")
