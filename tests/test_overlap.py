@@ -85,3 +85,17 @@ def test_concurrent_streams_with_cancels_all_end_and_free_their_cells(pair) -> N
         assert len(ids) == len(expected)
         assert_same_until_near_tie(overlapped, f"{PROMPT} (list {n})", expected, ids)
     assert overlapped.cache_occupancy() == {}
+
+
+def test_a_stopped_requests_cells_become_a_cache_entry_that_the_next_request_reuses(pair, gemma_path) -> None:
+    """A stop string found under the next decode ends its request one step late: the
+    token decoded meanwhile is in its cells, so its cache entry must count it."""
+    _, text, _ = run(pair[0], max_tokens=16, ignore_eos=True)
+    stop = text.strip().split()[2]
+    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=2, context_len=1024, overlap_decode="on") as model:
+        _, first, stream = run(model, max_tokens=16, ignore_eos=True, stop=[stop])
+        entry = model.cache_stats()
+        _, second, _ = run(model, max_tokens=16, ignore_eos=True, stop=[stop])
+        assert stream.finish_reason == "stop" and first == second == text[: text.index(stop)]
+        assert entry.entries == 1 and entry.cells_held == stream.metrics.prompt_tokens + stream.metrics.generated_tokens
+        assert model.cache_stats().hits == 1 and model.cache_occupancy() == {}

@@ -114,12 +114,8 @@ class Engine:
     # ---- engine thread -------------------------------------------------------------
     def _loop(self) -> None:
         try:
-            while True:
-                idle = not (self._running or self._waiting)
-                if idle and self._undelivered:  # no next decode to overlap it with
-                    self._deliver()
-                if not self._take_inbox(block=idle):
-                    break
+            # undelivered text with no decode to come is delivered by an empty step
+            while self._take_inbox(block=not (self._running or self._waiting or self._undelivered)):
                 self._step()
         finally:  # also when the loop itself failed: no request may wait forever
             with self._close_lock:
@@ -242,11 +238,13 @@ class Engine:
     def _record(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
         """Choose the step's tokens and append them to their requests; end the requests
         whose end shows without their text (end token, length, structured output done)."""
-        for request in self._text_stopped:  # their rows in this step are dropped
-            self._finish(request, RequestStatus.FINISHED_STOPPED)
-        self._text_stopped.clear()
         for chunk in plan.chunks:
             chunk.request.n_computed += chunk.count
+        # after the count: the token this step decoded for them is in their cells (and in a
+        # cache entry made of them); their rows' new tokens are dropped
+        for request in self._text_stopped:
+            self._finish(request, RequestStatus.FINISHED_STOPPED)
+        self._text_stopped.clear()
         if not outputs:
             return
         started = time.perf_counter()
