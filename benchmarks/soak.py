@@ -233,6 +233,7 @@ class SoakReport:
     backend: str
     submitted: int = 0
     done: int = 0
+    measured: int = 0  # requests done between the two snapshots (after the warm-up)
     outcomes: dict[str, int] = field(default_factory=dict)  # "<fate>/<outcome>": how many
     crashes: int = 0
     hangs: int = 0
@@ -258,14 +259,16 @@ def soak(model: ri.TextModel, requests: int, concurrency: int, cancel_share: flo
          max_tokens: int = 8, warmup: int = 0, time_limit_s: float = 3600.0, hang_s: float = 300.0, seed: int = 0) -> SoakReport:
     """Run the soak on a loaded model; see the module docstring."""
     jobs = draw_jobs(requests, cancel_share, timeout_share, seed)
-    warmup = min(warmup or max(concurrency, requests // 10), requests)
+    warmup = min(warmup or 2 * concurrency, requests)
     report = SoakReport(model.info.backend)
     outcomes: Counter[str] = Counter()
     started = time.monotonic()
     _run_pool(model, jobs[:warmup], concurrency, max_tokens, outcomes, report, started + time_limit_s, hang_s)
     wait_idle(model)
     before = ProcessSnapshot.take()
+    warmed = report.done
     _run_pool(model, jobs[warmup:], concurrency, max_tokens, outcomes, report, started + time_limit_s, hang_s)
+    report.measured = report.done - warmed
     report.kv_end = wait_idle(model)
     after = ProcessSnapshot.take()
     report.seconds = round(time.monotonic() - started, 1)
@@ -316,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cancel", type=float, default=0.2, help="share of requests cancelled mid-stream")
     parser.add_argument("--timeout-share", type=float, default=0.1, help="share of requests given a timeout too short")
     parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=0, help="requests before the baseline (default: a tenth)")
+    parser.add_argument("--warmup", type=int, default=0, help="requests before the baseline (default: twice the concurrency)")
     parser.add_argument("--time-limit", type=float, default=3600.0, help="stop submitting after this many seconds")
     parser.add_argument("--hang-s", type=float, default=300.0, help="a request running longer than this is a hang")
     parser.add_argument("--seed", type=int, default=0)
