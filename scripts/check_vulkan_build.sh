@@ -140,6 +140,11 @@ if [ "$QUICK" = 0 ]; then
   step vulkaninfo in_chroot vulkaninfo --summary
   DEVICE=$(sed -n 's/^[[:space:]]*deviceName[[:space:]]*=[[:space:]]*//p' "$STEP_LOG" | head -n1)
   [ -n "$DEVICE" ] || fail "vulkaninfo lists no Vulkan device in the chroot"
+  # This machine's CPU build: the checkout's code where its lib/ holds the build (an
+  # in-place or symlinked install), else whatever rocm_infer this Python imports
+  if [ -e "$ROOT/src/rocm_infer/lib/libllama.so" ]; then
+    export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+  fi
   STEP="host-model"
   MODEL=$(python3 -c 'from rocm_infer.models import default_model_path; print(default_model_path())' 2>/dev/null) \
     || fail "this machine's Python cannot import rocm_infer: install the CPU build first (pip install -r requirements.txt)"
