@@ -1,0 +1,74 @@
+"""Faults of the llama-server child that the other tests do not cover: a server that stops
+answering in the middle of a stream, and one killed in the middle of a stream, each
+checked for a typed error, no child process left behind, and a clean re-load.  (Killed
+mid-stream with the reload, stopped before a request, a taken port, a missing or broken
+binary, an exit at start-up and a killed parent are in ``test_server.py`` and
+``test_server_edges.py``; out of memory at load on both backends in ``test_bad_inputs.py``.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import rocm_infer as ri
+
+PROMPT = "Once upon a time"
+NEVER_S = 120.0  # only a broken build waits this long
+
+
+def _children() -> set[int]:
+    """This process's live child processes (zombies, which hold no resources, excluded)."""
+    ours = str(os.getpid())
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                state, parent = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[:2]
+            except OSError:
+                continue
+            if parent == ours and state != "Z":
+                children.add(int(entry))
+    return children
+
+
+def test_a_server_that_hangs_mid_stream_ends_the_request_with_a_timeout(gemma_path):
+    """SIGSTOP after the first token: the server neither answers nor dies.  The request's
+    timeout ends it, ``close()`` is bounded (SIGTERM cannot reach a stopped process,
+    SIGKILL can), and no child is left."""
+    before = _children()
+    model = ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=512)
+    pid = model.server_pid
+    try:
+        stream = model.generate(PROMPT, max_tokens=400, ignore_eos=True, timeout=3.0)
+        next(stream)
+        os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(ri.RequestTimeoutError, match="timeout"):
+            list(stream)
+    finally:
+        model.close()
+    assert pid not in _children() and _children() <= before
+    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=256) as again:
+        assert len(list(again.generate(PROMPT, max_tokens=2, ignore_eos=True, timeout=NEVER_S))) == 2
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV], ids=["SIGKILL", "SIGTERM", "SIGSEGV"])
+def test_a_server_that_dies_mid_stream_is_a_crash_naming_its_exit(sig, gemma_path):
+    before = _children()
+    model = ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=512)
+    try:
+        stream = model.generate(PROMPT, max_tokens=400, ignore_eos=True, timeout=NEVER_S)
+        next(stream)
+        os.kill(model.server_pid, sig)
+        with pytest.raises(ri.ServerCrashedError, match="exited with code|connection"):
+            list(stream)
+        # SIGTERM is llama-server's own clean shutdown (code 0); the others are its signal's code
+        code = "0" if sig == signal.SIGTERM else f"-{int(sig)}"
+        with pytest.raises(ri.ServerCrashedError, match=f"exited with code {code}"):
+            list(model.generate(PROMPT, max_tokens=2, timeout=NEVER_S))
+    finally:
+        model.close()
+    assert _children() <= before
+    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=256) as again:
+        assert len(list(again.generate(PROMPT, max_tokens=2, ignore_eos=True, timeout=NEVER_S))) == 2
