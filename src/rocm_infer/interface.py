@@ -153,7 +153,12 @@ class TextModel(abc.ABC):
         return TokenStream(sink, cancel, config.timeout, self._record)
 
     def _astream(self, prompt: str | list[int], config: GenerateConfig) -> AsyncTokenStream:
-        sink = AsyncSink(asyncio.get_running_loop())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError as exc:
+            raise InvalidConfigError("agenerate() and achat() are called from a coroutine (async def), inside a "
+                                     "running event loop; use generate() and chat() elsewhere") from exc
+        sink = AsyncSink(loop)
         cancel = self._start(prompt, config, sink, classify=False)
         return AsyncTokenStream(sink, cancel, config.timeout, self._record)
 
