@@ -72,3 +72,27 @@ def test_a_server_that_dies_mid_stream_is_a_crash_naming_its_exit(sig, gemma_pat
     assert _children() <= before
     with ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=256) as again:
         assert len(list(again.generate(PROMPT, max_tokens=2, ignore_eos=True, timeout=NEVER_S))) == 2
+
+
+def test_no_kv_slot_for_a_step_fails_its_newest_request_only(gemma_path):
+    """``llama_decode`` returning 1 (no KV cells for the batch): the cells here are taken
+    behind the engine's back (a sequence it is not using), so its ledger admits a request
+    that does not fit.  Only that request fails; the one already running goes on."""
+    from rocm_infer.native.batch import Batch
+
+    with ri.load_model(gemma_path, backend="llama_cpp", context_len=512, parallel_slots=4, prefix_cache=False) as model:
+        def occupy(ctx) -> int:
+            batch = Batch(512)
+            batch.clear()
+            batch.add([235] * 440, 0, 3, False)  # sequence 3: the last the engine hands out
+            ctx.launch(batch.finish())
+            ctx.wait()
+            return ctx.sequence_max_pos(3)
+
+        assert model._engine.call(occupy) == 439
+        running = model.generate(PROMPT, max_tokens=40, ignore_eos=True, timeout=NEVER_S)
+        next(running)
+        newest = model.generate("word " * 150, max_tokens=4, ignore_eos=True, timeout=NEVER_S)
+        with pytest.raises(ri.OutOfMemoryError, match="no free KV"):
+            list(newest)
+        assert len(list(running)) == 39 and running.finish_reason == "length"

@@ -38,12 +38,12 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 
-from ..errors import EngineError, ModelClosedError, RequestTimeoutError, RocmInferError
+from ..errors import EngineError, ModelClosedError, OutOfMemoryError, RequestTimeoutError, RocmInferError
 from ..stream import Finished
 from ..types import ClassifyResult, GenerateMetrics, Token
 from .batch import Batch
 from .device_sampling import DevicePolicy
-from .handles import LlamaContext
+from .handles import LlamaContext, NoKvSlotError
 from .kv_slots import KvSlots
 from .request import Request, RequestKind, RequestStatus
 from .sampling import token_logprob
@@ -140,6 +140,12 @@ class Engine:
             self.stats.steps += 1
             self.stats.tokens += plan.n_tokens
             self.stats.step_s += time.perf_counter() - started
+        except NoKvSlotError as exc:  # nothing was decoded: the step's newest request gives way
+            assert plan is not None
+            newest = max((chunk.request for chunk in plan.chunks), key=lambda r: r.admitted_at)
+            _log.warning("%s; ending the step's newest request, the others retry", exc)
+            self._finish(newest, RequestStatus.FINISHED_ERROR, OutOfMemoryError(
+                f"no free KV cells for this request ({exc}); the context is shared with the other requests"))
         except Exception as exc:  # a fault in one step fails its requests, not the engine
             error = exc if isinstance(exc, RocmInferError) else EngineError(f"engine step failed: {exc!r}")
             _log.exception("engine step failed")

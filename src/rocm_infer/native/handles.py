@@ -25,6 +25,11 @@ from .bindings import lib, llama_log
 FLASH_ATTN_TYPES = {"auto": -1, "off": 0, "on": 1}
 
 
+class NoKvSlotError(OutOfMemoryError):
+    """``llama_decode`` returned 1: no KV cells for the batch, and nothing was decoded (the
+    cache is as it was), so the engine can drop one request and retry the others."""
+
+
 class _OwnedPointer:
     """One C pointer, freed once by ``_free``; ``close()`` twice is harmless."""
 
@@ -131,7 +136,7 @@ class LlamaContext(_OwnedPointer):
         """
         rc = self._llama.llama_decode(self.ptr, batch)
         if rc == 1:
-            raise OutOfMemoryError("llama_decode found no free KV slot for the batch")
+            raise NoKvSlotError("llama_decode found no free KV slot for the batch")
         if rc != 0:
             raise EngineError(f"llama_decode failed with code {rc}")
 
