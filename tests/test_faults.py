@@ -46,6 +46,8 @@ def test_a_server_that_hangs_mid_stream_ends_the_request_with_a_timeout(gemma_pa
         os.kill(pid, signal.SIGSTOP)
         with pytest.raises(ri.RequestTimeoutError, match="timeout"):
             list(stream)
+        with pytest.raises(ri.RequestTimeoutError, match="timeout"):  # classify waits no longer
+            model.classify([PROMPT], timeout=2.0)
     finally:
         model.close()
     assert pid not in _children() and _children() <= before

@@ -13,10 +13,11 @@ import abc
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import InvalidConfigError, RocmInferError
+from .errors import InvalidConfigError, RequestTimeoutError, RocmInferError
 from .stream import AsyncSink, AsyncTokenStream, Finished, Sink, TokenStream
 from .types import (
     BatchResult,
@@ -90,15 +91,21 @@ class TextModel(abc.ABC):
             for cancel in cancels:
                 cancel()
             raise
+        # a little past the timeout, as streams wait: a producer that hangs still ends the call
+        deadline = time.monotonic() + config.timeout + 1.0 if config.timeout else None
         results = []
-        for sink in sinks:
-            item = sink.get()
-            if isinstance(item, Finished):  # it ended before producing a result
-                self._record(item)
-                raise item.error or RocmInferError(f"classify ended early ({item.reason})")
-            finished = sink.get()
-            self._record(finished)
-            results.append(item)
+        try:
+            for sink in sinks:
+                item = _next_item(sink, deadline, config.timeout)
+                if isinstance(item, Finished):  # it ended before producing a result
+                    self._record(item)
+                    raise item.error or RocmInferError(f"classify ended early ({item.reason})")
+                self._record(_next_item(sink, deadline, config.timeout))
+                results.append(item)
+        except BaseException:  # nothing is left running for a call that failed
+            for cancel in cancels:
+                cancel()
+            raise
         return results
 
     def batch_generate(self, prompts: Sequence[str | Sequence[int]], config: GenerateConfig | None = None, **options: Any) -> list[BatchResult]:
@@ -217,3 +224,12 @@ def _prompt_list(prompts: Sequence[str | Sequence[int]]) -> list[str | Sequence[
     if isinstance(prompts, str):
         raise InvalidConfigError("pass a list of prompts, not one string")
     return list(prompts)
+
+
+def _next_item(sink: queue.SimpleQueue[Any], deadline: float | None, timeout: float | None) -> Any:
+    """The next item of a classify request, or ``RequestTimeoutError`` once its deadline
+    has passed (a producer that hangs, e.g. a stopped llama-server, never answers)."""
+    try:
+        return sink.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except queue.Empty:
+        raise RequestTimeoutError(f"classify produced nothing before its timeout of {timeout} s") from None
