@@ -48,6 +48,7 @@ def test_a_server_that_hangs_mid_stream_ends_the_request_with_a_timeout(gemma_pa
             list(stream)
         with pytest.raises(ri.RequestTimeoutError, match="timeout"):  # classify waits no longer
             model.classify([PROMPT], timeout=2.0)
+        assert isinstance(model.err(), ri.RequestTimeoutError)
     finally:
         model.close()
     assert pid not in _children() and _children() <= before

@@ -99,3 +99,13 @@ def test_a_stopped_requests_cells_become_a_cache_entry_that_the_next_request_reu
         assert stream.finish_reason == "stop" and first == second == text[: text.index(stop)]
         assert entry.entries == 1 and entry.cells_held == stream.metrics.prompt_tokens + stream.metrics.generated_tokens
         assert model.cache_stats().hits == 1 and model.cache_occupancy() == {}
+
+
+def test_a_stop_string_completed_by_the_last_allowed_token_ends_with_stop(pair) -> None:
+    """The length limit is known when the token is recorded, the stop string only when its
+    text is delivered: a stop string still wins, as without the split."""
+    ids, _, _ = run(pair[0], max_tokens=8, ignore_eos=True)
+    tail = pair[0].detokenize(ids[5:8])  # the text of the last three allowed tokens
+    for model in pair:
+        _, text, stream = run(model, max_tokens=8, ignore_eos=True, stop=[tail])
+        assert stream.finish_reason == "stop" and tail not in text

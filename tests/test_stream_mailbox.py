@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 from rocm_infer.stream import AsyncSink, Finished
 from rocm_infer.types import GenerateMetrics
@@ -56,3 +58,13 @@ def test_a_closed_loop_cancels_the_producer_on_every_later_item() -> None:
     sink.put("token")
     sink.put(Finished("stop", GenerateMetrics()))  # the end needs no cancel
     assert len(cancels) == 2
+
+
+def test_a_closed_loop_is_not_kept_alive_by_its_mailbox() -> None:
+    loop = asyncio.new_event_loop()
+    AsyncSink(loop).put("token")  # a hand-over scheduled that never runs
+    loop.close()
+    ref = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert ref() is None

@@ -102,9 +102,11 @@ class TextModel(abc.ABC):
                     raise item.error or RocmInferError(f"classify ended early ({item.reason})")
                 self._record(_next_item(sink, deadline, config.timeout))
                 results.append(item)
-        except BaseException:  # nothing is left running for a call that failed
+        except BaseException as exc:  # nothing is left running for a call that failed
             for cancel in cancels:
                 cancel()
+            if isinstance(exc, RequestTimeoutError):  # err() and metrics() tell of this call
+                self._record(Finished("error", GenerateMetrics(), exc))
             raise
         return results
 

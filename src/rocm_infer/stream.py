@@ -64,18 +64,21 @@ class _LoopMailbox:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # the registry is keyed by the loop: never keep it alive
         self._lock = threading.Lock()
         self._items: list[tuple[asyncio.Queue[Any], Any]] = []
 
     def post(self, target: asyncio.Queue[Any], item: Any) -> bool:
         """Queue ``item`` for ``target``; False when the loop is closed (nobody listens)."""
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            return False
         with self._lock:
             self._items.append((target, item))
             if len(self._items) > 1:  # a hand-over is already scheduled: it takes this too
-                return not self._loop.is_closed()
+                return True
         try:
-            self._loop.call_soon_threadsafe(self._hand_over)
+            loop.call_soon_threadsafe(self._hand_over)
         except RuntimeError:  # the loop is closed
             return False
         return True

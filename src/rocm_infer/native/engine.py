@@ -71,7 +71,7 @@ class Engine:
         self._running: list[Request] = []
         self._waiting: deque[Request] = deque()
         self._overlap = overlap
-        self._undelivered: list[Request] = []  # recorded tokens whose text work is still to do
+        self._undelivered: deque[Request] = deque()  # recorded tokens whose text work is still to do
         self._text_stopped: list[Request] = []  # stop strings found while a decode was in flight
         self._in_flight = False
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -142,7 +142,8 @@ class Engine:
             self.stats.step_s += time.perf_counter() - started
         except NoKvSlotError as exc:  # nothing was decoded: the step's newest request gives way
             assert plan is not None
-            newest = max((chunk.request for chunk in plan.chunks), key=lambda r: r.admitted_at)
+            # the last admitted (a step admits several at one time: the plan lists them in order)
+            newest = max(reversed([chunk.request for chunk in plan.chunks]), key=lambda r: r.admitted_at)
             _log.warning("%s; ending the step's newest request, the others retry", exc)
             self._finish(newest, RequestStatus.FINISHED_ERROR, OutOfMemoryError(
                 f"no free KV cells for this request ({exc}); the context is shared with the other requests"))
@@ -300,18 +301,21 @@ class Engine:
         """The text work of every recorded token, in order: each request gets its
         ``Token`` and, once ended, its ``Finished``."""
         started = time.perf_counter()
-        undelivered, self._undelivered = self._undelivered, []
-        for request in undelivered:
-            if request.undelivered is None:  # delivered early, as its request ended
-                continue
-            stopped = self._deliver_text(request)
-            if request.status.finished:
-                self._announce(request)
-            elif stopped:
-                if self._in_flight:  # its cells are in use: end it after the decode
-                    self._text_stopped.append(request)
-                else:
-                    self._finish(request, RequestStatus.FINISHED_STOPPED)
+        pending = self._undelivered
+        while pending:  # a request leaves the queue once done: a fault leaves it to the handler
+            request = pending[0]
+            if request.undelivered is not None:  # (else delivered early, as its request ended)
+                stopped = self._deliver_text(request)
+                if request.status.finished:
+                    if stopped and request.status is RequestStatus.FINISHED_LENGTH:
+                        request.status = RequestStatus.FINISHED_STOPPED  # its last token ended a stop string
+                    self._announce(request)
+                elif stopped:
+                    if self._in_flight:  # its cells are in use: end it after the decode
+                        self._text_stopped.append(request)
+                    else:
+                        self._finish(request, RequestStatus.FINISHED_STOPPED)
+            pending.popleft()
         self.stats.emit_s += time.perf_counter() - started
 
     def _deliver_text(self, request: Request) -> bool:
@@ -355,8 +359,9 @@ class Engine:
         self._announce(request)
 
     def _announce(self, request: Request) -> None:
+        item = Finished(_REASONS[request.status], self._metrics(request), request.error)
         request.announced = True
-        request.sink.put(Finished(_REASONS[request.status], self._metrics(request), request.error))
+        request.sink.put(item)
 
     def _metrics(self, request: Request) -> GenerateMetrics:
         active = self.active_memory_bytes()

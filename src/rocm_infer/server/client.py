@@ -103,6 +103,7 @@ class StreamWorker(threading.Thread):
         self._path = path
         self._who = who
         self._reader: Reader = reader or ChunkReader(config, eog_ids, byte_ids or (lambda _char, _count: None), detokenize or (lambda _ids: ""))
+        self._timeout = config.timeout
         self._cancelled = threading.Event()
         self._cancel_error: BaseException | None = None
         self._response: httpx.Response | None = None
@@ -135,7 +136,10 @@ class StreamWorker(threading.Thread):
     def _classify_once(self) -> FinishReason:
         """One token, so no stream: the whole reply carries its id even when the token ends
         inside a UTF-8 character (a stream would send no chunk for it)."""
-        response = self._client.post("/completion", json={**self._body, "stream": False}, headers={"Connection": "close"})
+        # no response to close on cancel: a read timeout past the request's own ends the
+        # thread even when the server hangs (the caller has its RequestTimeoutError by then)
+        limit = httpx.Timeout(self._timeout + 2.0) if self._timeout else httpx.USE_CLIENT_DEFAULT
+        response = self._client.post("/completion", json={**self._body, "stream": False}, headers={"Connection": "close"}, timeout=limit)
         if self._cancelled.is_set():
             return "cancelled"
         if response.status_code != 200:
