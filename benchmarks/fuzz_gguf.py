@@ -221,7 +221,10 @@ class ChildLoader:
         return {"outcome": "crash", "message": f"no answer in {self.timeout_s:.0f} s" if not ready else f"child exited {code}"}
 
     def _start(self) -> subprocess.Popen[str]:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+        import rocm_infer  # the child loads the very package (and native build) this process uses
+
+        package_root = Path(rocm_infer.__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), os.environ.get("PYTHONPATH", "")])}
         self._proc = subprocess.Popen([sys.executable, __file__, "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, text=True, env=env)
         return self._proc

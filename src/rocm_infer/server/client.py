@@ -24,6 +24,7 @@ from ..errors import (
     InvalidConfigError,
     ModelNotFoundError,
     PromptTooLongError,
+    RequestTimeoutError,
     RocmInferError,
     ServerCrashedError,
 )
@@ -183,6 +184,8 @@ class StreamWorker(threading.Thread):
                     self._last_at = now
                 if self._reader.complete:
                     return self._reader.reason  # type: ignore[return-value]
+                if self._timeout and now - self.submitted_at > self._timeout:  # leaving closes the stream: the server stops
+                    raise RequestTimeoutError(f"the request ran past its timeout of {self._timeout} s")
         if self._cancelled.is_set():
             return "cancelled"
         if self._reader.reason is not None:
