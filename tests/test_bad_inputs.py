@@ -7,7 +7,6 @@ session's in-process ``model`` and one llama-server), two-token normal requests.
 from __future__ import annotations
 
 import math
-import os
 import struct
 import threading
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gguf import GGUFWriter
+from processes import live_children
 
 import rocm_infer as ri
 
@@ -128,10 +128,10 @@ def test_a_bad_model_file_is_a_typed_error_naming_the_problem(name, backend, bad
 
 
 def test_a_context_far_beyond_memory_is_out_of_memory_then_loads_again(backend, gemma_path):
-    before = _children()
+    before = live_children()
     with pytest.raises(ri.OutOfMemoryError, match="memory"):
         ri.load_model(gemma_path, backend=backend, context_len=CONTEXT_BEYOND_MEMORY, parallel_slots=1)
-    assert _children() <= before  # a llama-server that failed is gone, not left running
+    assert live_children() <= before  # a llama-server that failed is gone, not left running
     with ri.load_model(gemma_path, backend=backend, context_len=256, parallel_slots=1) as again:
         serves(again)
 
@@ -324,23 +324,8 @@ def test_an_async_stream_closed_by_another_task_ends_its_reader_with_a_typed_err
     serves(loaded)
 
 
-def _children() -> set[int]:
-    """This process's live child processes (llama-server children included)."""
-    ours = str(os.getpid())
-    children = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == ours and fields[0] != "Z":
-                children.add(int(entry))
-    return children
-
-
 def test_close_while_16_streams_run_ends_each_with_a_typed_error(backend, gemma_path):
-    before = _children()
+    before = live_children()
     model = ri.load_model(gemma_path, backend=backend, parallel_slots=16, context_len=1024, prefix_cache=False)
     streams = [model.generate(f"{PROMPT} {i}", max_tokens=50, ignore_eos=True, timeout=NEVER_S) for i in range(16)]
     next(streams[0])
@@ -361,6 +346,6 @@ def test_close_while_16_streams_run_ends_each_with_a_typed_error(backend, gemma_
             call()
     [item] = model.batch_generate([PROMPT], max_tokens=2)
     assert isinstance(item.err, ri.ModelClosedError)
-    assert _children() <= before  # no llama-server left behind
+    assert live_children() <= before  # no llama-server left behind
     with ri.load_model(gemma_path, backend=backend, parallel_slots=1, context_len=256) as again:
         serves(again)

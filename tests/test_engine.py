@@ -14,7 +14,7 @@ import rocm_infer as ri
 PROMPTS = [f"Story number {i}: once upon a time there was a" for i in range(16)]
 
 def greedy_ids(model, prompt, n=32):
-    return [t.id for t in model.generate(prompt, max_tokens=n)]
+    return [t.id for t in model.generate(prompt, max_tokens=n, ignore_eos=True)]
 
 
 def test_sixteen_threads_match_their_prompts_run_alone(model):
@@ -22,7 +22,7 @@ def test_sixteen_threads_match_their_prompts_run_alone(model):
     together: dict[str, tuple[list[int], ri.GenerateMetrics, str]] = {}
 
     def run(prompt):
-        stream = model.generate(prompt, max_tokens=32)
+        stream = model.generate(prompt, max_tokens=32, ignore_eos=True)
         ids = [t.id for t in stream]
         together[prompt] = (ids, stream.metrics, stream.finish_reason)
 

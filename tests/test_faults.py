@@ -11,6 +11,7 @@ import os
 import signal
 
 import pytest
+from processes import live_children
 
 import rocm_infer as ri
 
@@ -18,26 +19,11 @@ PROMPT = "Once upon a time"
 NEVER_S = 120.0  # only a broken build waits this long
 
 
-def _children() -> set[int]:
-    """This process's live child processes (zombies, which hold no resources, excluded)."""
-    ours = str(os.getpid())
-    children = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                state, parent = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[:2]
-            except OSError:
-                continue
-            if parent == ours and state != "Z":
-                children.add(int(entry))
-    return children
-
-
 def test_a_server_that_hangs_mid_stream_ends_the_request_with_a_timeout(gemma_path):
     """SIGSTOP after the first token: the server neither answers nor dies.  The request's
     timeout ends it, ``close()`` is bounded (SIGTERM cannot reach a stopped process,
     SIGKILL can), and no child is left."""
-    before = _children()
+    before = live_children()
     model = ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=512)
     pid = model.server_pid
     try:
@@ -51,14 +37,14 @@ def test_a_server_that_hangs_mid_stream_ends_the_request_with_a_timeout(gemma_pa
         assert isinstance(model.err(), ri.RequestTimeoutError)
     finally:
         model.close()
-    assert pid not in _children() and _children() <= before
+    assert pid not in live_children() and live_children() <= before
     with ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=256) as again:
         assert len(list(again.generate(PROMPT, max_tokens=2, ignore_eos=True, timeout=NEVER_S))) == 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGSEGV], ids=["SIGKILL", "SIGTERM", "SIGSEGV"])
 def test_a_server_that_dies_mid_stream_is_a_crash_naming_its_exit(sig, gemma_path):
-    before = _children()
+    before = live_children()
     model = ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=512)
     try:
         stream = model.generate(PROMPT, max_tokens=400, ignore_eos=True, timeout=NEVER_S)
@@ -72,7 +58,7 @@ def test_a_server_that_dies_mid_stream_is_a_crash_naming_its_exit(sig, gemma_pat
             list(model.generate(PROMPT, max_tokens=2, timeout=NEVER_S))
     finally:
         model.close()
-    assert _children() <= before
+    assert live_children() <= before
     with ri.load_model(gemma_path, backend="llama_server", parallel_slots=1, context_len=256) as again:
         assert len(list(again.generate(PROMPT, max_tokens=2, ignore_eos=True, timeout=NEVER_S))) == 2
 

@@ -63,6 +63,6 @@ def render_jinja(template: str, messages: Sequence[Message], bos_token: str = ""
             eos_token=eos_token,
             date_string=strftime_now("%d %b %Y"),
         )
-    except TemplateError as exc:
+    except (TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:  # a template's own runtime faults too
         raise InvalidModelError(f"the model's chat template failed to render: {exc}") from exc
     return rendered[len(bos_token):] if bos_token and rendered.startswith(bos_token) else rendered

@@ -216,7 +216,7 @@ class LoadConfig:
     decode keeps every core busy (there, each token would only reach its stream one
     step later).  ``base_url`` and ``api_key``: the openai backend's server (e.g.
     ``http://host:8000/v1``) and key (also read from ``ROCM_INFER_OPENAI_BASE_URL`` and
-    ``ROCM_INFER_OPENAI_API_KEY``); the key is never shown.
+    ``ROCM_INFER_OPENAI_API_KEY``); this library never shows the key.
     """
 
     backend: str | None = None

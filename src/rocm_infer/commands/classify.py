@@ -1,8 +1,8 @@
 """``rocm-infer classify``: the most likely next token of many prompts, as JSON lines.
 
-Prompts come one per line from a file (``-f``, ``-`` for stdin) or as arguments; each
-answer is one JSON object per line, in the order of the prompts, so the output joins
-back to the input line by line (``jq``, ``paste``).  Prefill only: nothing is generated.
+Prompts come one per line from a file (``-f``, ``-`` for stdin) or as arguments; blank
+lines are skipped; each answer is one JSON object per line, in the order of the prompts,
+holding its prompt (``jq`` reads it).  Prefill only: nothing is generated.
 """
 
 from __future__ import annotations

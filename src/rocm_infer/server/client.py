@@ -22,6 +22,7 @@ from httpx_sse import SSEError, connect_sse
 
 from ..errors import (
     InvalidConfigError,
+    ModelClosedError,
     ModelNotFoundError,
     PromptTooLongError,
     RequestTimeoutError,
@@ -77,6 +78,37 @@ class Reader(Protocol):
 
     @property
     def complete(self) -> bool: ...
+
+
+class LiveWorkers:
+    """The stream threads of one model's live requests.  Requests start from many threads at
+    once, so the set is only touched under a lock; closing waits for all of them against one
+    deadline, not one per request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._workers: set[StreamWorker] = set()
+
+    def start(self, worker: StreamWorker, closed: Callable[[], bool]) -> None:
+        with self._lock:
+            self._workers = {w for w in self._workers if w.is_alive()}
+            self._workers.add(worker)
+        worker.start()
+        if closed():  # the model was closed while this request was being set up
+            worker.cancel(ModelClosedError("the model was closed while this request was live"))
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            workers = list(self._workers)
+        for worker in workers:
+            worker.cancel(ModelClosedError("the model was closed while this request was live"))
+
+    def join_all(self, wait_s: float = 5.0) -> None:
+        with self._lock:
+            workers = list(self._workers)
+        deadline = time.monotonic() + wait_s
+        for worker in workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 class StreamWorker(threading.Thread):
@@ -157,7 +189,10 @@ class StreamWorker(threading.Thread):
     def _stream(self) -> FinishReason:
         # ``Connection: close``: llama-server drops a connection after a stream, so a pooled
         # one would fail the next request with "Server disconnected" on a healthy server.
-        with connect_sse(self._client, "POST", self._path, json=self._body, headers={"Connection": "close"}) as source:
+        # a request with a timeout reads with one too: a server that stops answering (or was
+        # never reached) cannot hold this thread past it, even before a response can be closed
+        limit = httpx.Timeout(self._timeout + 2.0) if self._timeout else httpx.USE_CLIENT_DEFAULT
+        with connect_sse(self._client, "POST", self._path, json=self._body, headers={"Connection": "close"}, timeout=limit) as source:
             self._response = source.response
             if self._cancelled.is_set():
                 return "cancelled"

@@ -35,7 +35,7 @@ from ..types import (
     Message,
     ModelInfo,
 )
-from .client import StreamWorker, completion_body, http_error
+from .client import LiveWorkers, StreamWorker, completion_body, http_error
 from .process import ServerProcess
 
 _INFO_LINE = re.compile(r"print_info: (\w+)\s*=\s*(.+)$")
@@ -72,7 +72,7 @@ class ServerModel(TextModel):
         super().__init__()
         self._closed = False
         self._cache_prompt = config.prefix_cache
-        self._workers: set[StreamWorker] = set()
+        self._workers = LiveWorkers()
         self._process = ServerProcess(binary, server_args(path, config, None))
         try:
             facts = self._load_facts()
@@ -186,15 +186,11 @@ class ServerModel(TextModel):
             raise InvalidConfigError("the llama_server backend cannot constrain output by a regex (llama-server takes json_schema "
                                      "and GBNF grammars); write it as a grammar, or use the llama_cpp backend")
         self._process.check_alive()
-        self._workers = {w for w in self._workers if w.is_alive()}
         worker = StreamWorker(
             self._client, completion_body(prompt, config, classify, self._cache_prompt), config, sink, classify, self._crash_error,
             self._eog_ids, self._byte_ids, self._detokenize,
         )
-        self._workers.add(worker)
-        worker.start()
-        if self._closed:  # close() ran while this request was being set up
-            worker.cancel(ModelClosedError("the model was closed while this request was live"))
+        self._workers.start(worker, lambda: self._closed)
         return worker.cancel
 
     def _crash_error(self, exc: BaseException) -> ServerCrashedError:
@@ -216,12 +212,9 @@ class ServerModel(TextModel):
         if self._closed:
             return
         self._closed = True
-        closed = ModelClosedError("the model was closed while this request was live")
-        for worker in list(self._workers):
-            worker.cancel(closed)
+        self._workers.cancel_all()
         self._process.close()
-        for worker in list(self._workers):
-            worker.join(timeout=5)
+        self._workers.join_all()
         self._client.close()
 
 

@@ -6,7 +6,8 @@ Each request is one streamed ``/completions`` (generate, classify) or
 ``/chat/completions`` (chat: the server renders its own template) call, read by the same
 ``StreamWorker`` as the llama_server backend, so streams, metrics, errors, cancel and
 timeouts behave alike; ``openai_chunks`` says what the wire format cannot carry.  The
-API key is sent as a bearer header only: it is never logged or put in an error message.
+API key is sent as a bearer header only: this library never logs it or writes it into an error
+message (a server's own 401 reply, passed on, may quote part of it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..interface import TextModel
 from ..stream import Finished, Sink
 from ..types import ClassifyResult, GenerateConfig, LoadConfig, Message, ModelInfo, Token
 from .chunks import UNKNOWN_ID
-from .client import StreamWorker, http_error
+from .client import LiveWorkers, StreamWorker, http_error
 from .openai_chunks import OpenAIChunkReader, openai_body
 
 
@@ -32,7 +33,7 @@ class OpenAIModel(TextModel):
         self._closed = False
         self._base_url = base_url.rstrip("/")
         self._who = f"the server at {self._base_url}"
-        self._workers: set[StreamWorker] = set()
+        self._workers = LiveWorkers()
         self._client = httpx.Client(
             base_url=self._base_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
@@ -76,6 +77,12 @@ class OpenAIModel(TextModel):
         """What the model card says (vLLM and rocm-infer serve: ``max_model_len``; llama-server:
         ``meta``); what no card says is 0 or "unknown"."""
         meta = card.get("meta") if isinstance(card.get("meta"), dict) else {}
+        try:
+            return self._card_info(card, meta, config, backend)
+        except (TypeError, ValueError) as exc:  # a card whose numbers are not numbers
+            raise ServerCrashedError(f"{self._base_url} sent a model card this client cannot read: {exc}") from exc
+
+    def _card_info(self, card: dict[str, Any], meta: dict[str, Any], config: LoadConfig, backend: str) -> ModelInfo:
         context = int(card.get("max_model_len") or meta.get("n_ctx") or meta.get("n_ctx_train") or 0)
         return ModelInfo(
             path=f"{self._base_url}/models/{self._name}", backend=backend, architecture="unknown", name=self._name,
@@ -101,11 +108,7 @@ class OpenAIModel(TextModel):
             self._client, openai_body(self._name, prompt, config), config, sink, False, self._crash_error,
             path="/chat/completions" if chat else "/completions", reader=OpenAIChunkReader(config, chat), who=self._who,
         )
-        self._workers = {w for w in self._workers if w.is_alive()}
-        self._workers.add(worker)
-        worker.start()
-        if self._closed:  # close() ran while this request was being set up
-            worker.cancel(ModelClosedError("the model was closed while this request was live"))
+        self._workers.start(worker, lambda: self._closed)
         return worker.cancel
 
     def _crash_error(self, exc: BaseException) -> ServerCrashedError:
@@ -121,11 +124,8 @@ class OpenAIModel(TextModel):
         if self._closed:
             return
         self._closed = True
-        closed = ModelClosedError("the model was closed while this request was live")
-        for worker in list(self._workers):
-            worker.cancel(closed)
-        for worker in list(self._workers):
-            worker.join(timeout=5)
+        self._workers.cancel_all()
+        self._workers.join_all()
         self._client.close()
 
 
