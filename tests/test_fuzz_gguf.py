@@ -5,33 +5,21 @@ llama.cpp in a child process (a crash there is counted, not fatal to the test ru
 
 from __future__ import annotations
 
-import importlib
 import random
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from gguf import GGUFReader
 from hypothesis import HealthCheck, given, settings, strategies as st
+from repo_scripts import load_script
 
 import rocm_infer as ri
 from rocm_infer.gguf_checks import abort_problem
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "fuzz_gguf.py"
 
-
-def _load_script() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return importlib.import_module(SCRIPT.stem)
-    finally:
-        sys.path.pop(0)
-
-
-fuzz = _load_script()
+fuzz = load_script("benchmarks/fuzz_gguf.py")
 
 
 @pytest.fixture(scope="module")

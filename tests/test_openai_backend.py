@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import jsonschema
 import pytest
 
@@ -33,24 +30,12 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength
 @pytest.fixture(scope="module")
 def serve_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `rocm-infer serve` (the serve tests' launcher), with an API key."""
-    from test_serve import _start
+    from test_serve import _ready_url, _start
 
     process, log = _start(tmp_path_factory.mktemp("serve"), "--log-level", "warning", "--parallel", "4",
                           env={"ROCM_INFER_API_KEY": SERVE_KEY})
     try:
-        url = None
-        for _ in range(3000):  # bounded by a count; the model loads in a few seconds
-            assert process.poll() is None, log.read_text()
-            if url is None and (match := re.search(r"(http://127\.0\.0\.1:\d+)/v1", log.read_text())):
-                url = match.group(1)
-            if url is not None:
-                try:
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.1)
-        yield f"{url}/v1"
+        yield f"{_ready_url(process, log)}/v1"
     finally:
         process.terminate()
         process.wait(timeout=60)

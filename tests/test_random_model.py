@@ -3,34 +3,23 @@ peaked as a trained model's (bounds far from the measured values, so a seed neve
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
+from repo_scripts import load_script
 
 import rocm_infer as ri
 from rocm_infer.gguf_header import HeaderReader
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_random_model.py"
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time", "1, 2, 3, 4,"]
 
 
-def _load_script() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return importlib.import_module(SCRIPT.stem)
-    finally:
-        sys.path.pop(0)
-
-
-mrm = _load_script()
+mrm = load_script("scripts/make_random_model.py")
 
 
 @pytest.fixture(scope="module")

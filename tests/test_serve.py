@@ -56,25 +56,29 @@ def _start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[su
     return process, log
 
 
+def _ready_url(process: subprocess.Popen[bytes], log: Path) -> str:
+    """The server's base URL once it serves: the address shows in its log first, then
+    /health turns 200 once the model is loaded (bounded by a count, not a clock)."""
+    url = None
+    for _ in range(3000):
+        assert process.poll() is None, log.read_text()
+        if url is None and (match := re.search(r"(http://127\.0\.0\.1:\d+)/v1", log.read_text())):
+            url = match.group(1)
+        if url is not None:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+        time.sleep(0.1)
+    pytest.fail("the server never became ready:\n" + log.read_text())
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     process, log = _start(tmp_path_factory.mktemp("serve"), "--log-level", "warning", env={"ROCM_INFER_API_KEY": KEY})
     try:
-        url = None
-        for _ in range(3000):  # the address first, then /health turns 200 once the model is loaded
-            assert process.poll() is None, log.read_text()
-            if url is None and (match := re.search(r"(http://127\.0\.0\.1:\d+)/v1", log.read_text())):
-                url = match.group(1)
-            if url is not None:
-                try:
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.1)
-        else:
-            pytest.fail("the server never became ready:\n" + log.read_text())
-        yield Served(url, process, log)
+        yield Served(_ready_url(process, log), process, log)
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -7,28 +7,15 @@ Resident memory growth is printed, not asserted: on a shared machine it is noise
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+from repo_scripts import load_script
 
 import rocm_infer as ri
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
 
-
-def _load_script() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return importlib.import_module(SCRIPT.stem)
-    finally:
-        sys.path.pop(0)
-
-
-soak = _load_script()
+soak = load_script("benchmarks/soak.py")
 
 EXPECTED = {  # what each fate may end in
     "normal": {"ok"},
