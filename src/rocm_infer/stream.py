@@ -15,10 +15,11 @@ flag (thread-safe, never blocks), so it is safe from a finalizer.  A stream kept
 in a variable should still be closed (``close()``/``aclose()`` or ``with``),
 which also waits until the request's KV cells are free.
 
-A stream may be cancelled by one thread (or task) while another reads it: the reader
-then ends with ``RequestCancelledError``, and the canceller waits for that end instead
-of taking the reader's items from under it (which would leave the reader waiting
-forever for an end that was already taken).
+A stream may be cancelled by one thread (or task) while another reads it: a reader
+waiting for its next item then ends with ``RequestCancelledError``, and the canceller
+waits for that end instead of taking the reader's items from under it (which would leave
+the reader waiting forever for an end that was already taken).  A reader that is between
+two items at that moment finds the stream ended, without the error.
 """
 
 from __future__ import annotations
@@ -211,7 +212,8 @@ class TokenStream(_Base):
 
     def cancel(self) -> None:
         """End this request and wait (bounded) until its KV cells are freed.  From another
-        thread than the one reading the stream, the reader ends with ``RequestCancelledError``."""
+        thread than the one reading the stream, a reader waiting for its next item ends with
+        ``RequestCancelledError``."""
         if self.finished is not None:
             return
         self._cancelled_by = threading.get_ident()
@@ -283,7 +285,8 @@ class AsyncTokenStream(_Base):
 
     async def aclose(self) -> None:
         """End this request and wait (bounded) until its KV cells are freed.  From another
-        task than the one reading the stream, the reader ends with ``RequestCancelledError``."""
+        task than the one reading the stream, a reader waiting for its next item ends with
+        ``RequestCancelledError``."""
         if self.finished is not None:
             return
         self.cancel()
