@@ -46,11 +46,13 @@ run() {
   stamp() { echo "gpu_bench: $1 after $(( $(date +%s) - t0 )) s"; }
   mkdir -p "$out" vendor
   [ -f vendor/llama.cpp/CMakeLists.txt ] || tar -C vendor -xJf "$PACK/llama.cpp.tar.xz"
-  local only="${GPU_BENCH_ONLY:-tiny,llama8b}"
+  local only="${GPU_BENCH_ONLY:-tiny,llama8b}" streams="${GPU_BENCH_STREAMS:-1,4,16,64}"
+  local contenders="${GPU_BENCH_CONTENDERS:-in_process,in_process_host,in_process_no_overlap,server,server_backend_sampling}"
   $py -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/wheels/*.whl
   export PYTHONPATH="$site:$ROOT/src" PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-  cmake -S . -B build/cuda -G Ninja -DROCM_INFER_GPU=cuda -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release > /tmp/rocm-infer-configure.log
+  cmake -S . -B build/cuda -G Ninja -DROCM_INFER_GPU=cuda -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_CUDA_COMPRESSION_MODE=none > /tmp/rocm-infer-configure.log  # a bench build: size does not matter, compile time does
   cmake --build build/cuda --target rocm_infer_native -j "$(nproc)" > /tmp/rocm-infer-build.log 2>&1 || { tail -30 /tmp/rocm-infer-build.log; exit 1; }
   cmake --install build/cuda --component rocm_infer --prefix build/cuda/install > /dev/null
   for part in lib bin build_config.json; do ln -sfn "$ROOT/build/cuda/install/rocm_infer/$part" "src/rocm_infer/$part"; done
@@ -59,8 +61,8 @@ run() {
   mkdir -p "$models"
   if [[ ",$only," == *,tiny,* ]]; then
     $py scripts/make_random_model.py --preset tiny --vocab-from "$vocab" --out "$models/tiny.gguf"
-    $py -m rocm_infer.bench.sampling --model "$models/tiny.gguf" --streams 1,4,16,64 \
-      --contenders in_process,in_process_host,in_process_no_overlap,server,server_backend_sampling --out "$out/tiny.json" 2> "$out/tiny.log" || { tail -20 "$out/tiny.log"; failed=1; }
+    $py -m rocm_infer.bench.sampling --model "$models/tiny.gguf" --streams "$streams" \
+      --contenders "$contenders" --out "$out/tiny.json" 2> "$out/tiny.log" || { tail -20 "$out/tiny.log"; failed=1; }
     stamp "tiny stand-in done"
   fi
   [[ ",$only," == *,llama8b,* ]] || return "$failed"
@@ -69,8 +71,8 @@ run() {
     return "$failed"
   fi
   $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
-  $py -m rocm_infer.bench.sampling --model "$models/llama8b.gguf" --streams 1,4,16,64 \
-    --contenders in_process,in_process_host,server,server_backend_sampling --out "$out/llama8b.json" 2> "$out/llama8b.log" || { tail -20 "$out/llama8b.log"; failed=1; }
+  $py -m rocm_infer.bench.sampling --model "$models/llama8b.gguf" --streams "$streams" \
+    --contenders "${contenders/,server,/,}" --out "$out/llama8b.json" 2> "$out/llama8b.log" || { tail -20 "$out/llama8b.log"; failed=1; }
   stamp "Llama-3.1-8B shape done"
   return "$failed"
 }

@@ -6,12 +6,16 @@ build takes: a llama.cpp chain per sequence, only tokens coming back.
 
 from __future__ import annotations
 
+import queue
 import threading
 
 import pytest
 from near_tie import assert_same_until_near_tie
 
 import rocm_infer as ri
+from rocm_infer.native.device_sampling import WHOLE_VOCAB_ROWS, DevicePolicy, runs_on_device
+from rocm_infer.native.request import Request
+from rocm_infer.types import GenerateConfig
 
 PROMPTS = [f"Chapter {i}: the old lighthouse keeper" for i in range(6)]
 SAMPLED = {"temperature": 0.9, "top_k": 40, "top_p": 0.9, "seed": 42}
@@ -40,6 +44,14 @@ def test_device_greedy_gives_the_host_tokens(host_model, device_model):
     for prompt in PROMPTS[:3]:
         assert_same_until_near_tie(host_model, prompt, ids(host_model, prompt), ids(device_model, prompt))
     assert device_model.engine_stats().device_sampled > 0
+
+
+def test_a_finished_request_takes_its_chain_off_its_sequence(device_model):
+    """llama.cpp runs every attached chain in every decode (an idle one on a dummy row):
+    a chain left behind would slow each later step."""
+    engine = device_model._engine
+    assert ids(device_model, PROMPTS[1], **SAMPLED) and engine.stats.device_sampled > 0
+    assert engine.call(lambda _ctx: len(engine._chooser._device._attached)) == 0
 
 
 @pytest.mark.parametrize("which", ["host", "device"])
@@ -83,3 +95,15 @@ def test_classify_and_logprobs_next_to_device_streams(device_model):
     tokens = list(stream)
     assert all(t.logprob is not None and t.logprob <= 0 for t in tokens)
     assert [r.token for r in results] == [int(r.logits.argmax()) for r in results]
+
+
+def test_auto_sends_only_few_whole_vocabulary_requests_to_the_device():
+    """``device_sampling="auto"`` on a GPU: top-p alone goes to the device while few
+    requests run (where the H200 measured it faster), greedy and top-k never."""
+    def placed(running: int, **config) -> bool:
+        return runs_on_device(Request([1, 2], GenerateConfig(**config), queue.SimpleQueue()), DevicePolicy.WHOLE_VOCAB, running)
+
+    assert placed(1, temperature=0.8, top_p=0.95) and placed(WHOLE_VOCAB_ROWS, temperature=0.8, top_p=0.95)
+    assert not placed(WHOLE_VOCAB_ROWS + 1, temperature=0.8, top_p=0.95)
+    assert not placed(1, temperature=0.0) and not placed(1, temperature=0.8, top_k=40, top_p=0.95)
+    assert not placed(1, temperature=0.8, top_p=0.95, repeat_penalty=1.2)

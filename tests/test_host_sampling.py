@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rocm_infer.native.bindings import lib
-from rocm_infer.native.host_sampling import HostSampler, sample_rows, top_candidates
+from rocm_infer.native.host_sampling import HostSampler, RowPool, sample_rows, top_candidates
 from rocm_infer.native.sampling import chain_plan
 from rocm_infer.types import GenerateConfig
 
@@ -146,6 +146,23 @@ def test_greedy_rows_are_the_argmax_and_mix_with_drawn_rows():
     expected = rows.argmax(axis=1)
     samplers = [HostSampler(0.0), HostSampler(1.0, top_k=1, seed=3), HostSampler(0.0), HostSampler(0.5, top_k=1)]
     assert sample_rows(rows.copy(), samplers).tolist() == expected.tolist()
+
+
+def test_rows_split_over_threads_draw_what_one_thread_draws():
+    """Each request's row stays in one group: its generator draws as it would alone."""
+    rows = np.stack([peaked_row(4000, seed) for seed in range(19)])
+    settings = [{"temperature": 0.0}, {"temperature": 0.8, "top_k": 40, "top_p": 0.95}, {"temperature": 0.8, "top_p": 0.95}, {"temperature": 1.1, "min_p": 0.05}]
+
+    def samplers() -> list[HostSampler]:
+        return [HostSampler(seed=row, **settings[row % len(settings)]) for row in range(len(rows))]
+
+    alone, grouped = samplers(), samplers()
+    pool = RowPool(threads=3)
+    try:
+        for _ in range(5):
+            assert pool.sample(rows.copy(), grouped).tolist() == sample_rows(rows.copy(), alone).tolist()
+    finally:
+        pool.close()
 
 
 def test_a_seed_repeats_its_tokens_and_another_seed_does_not():

@@ -9,10 +9,11 @@ a caller, read in ``src/llama-context.cpp`` and ``src/llama-sampler.cpp``:
 - a chain is bound to a sequence id, not to a request, and ``backend_init`` may run
   only once per chain: every request gets a new chain and the old one is detached
   (``llama_set_sampler(ctx, seq, NULL)``) before it is freed;
-- attaching or detaching marks the scheduler for a graph re-reserve before the next
-  decode, so a finished request's chain stays attached (it samples nothing while its
-  sequence has no output) until its slot is reused, and a greedy chain (stateless)
-  is simply kept for the next greedy request on that slot;
+- every attached chain runs in every decode: one whose sequence has no output works on
+  a dummy row (``llm_graph_context::build_sampling``), so a finished request's chain
+  is detached when the request ends, as llama-server does on a slot's reset (an H200
+  run with chains left behind decoded one stream at 0.84x llama-bench); attaching or
+  detaching marks the scheduler for a graph re-reserve before the next decode;
 - greedy, dist, top_k, top_p, min_p and temp have device implementations; the
   penalties do not, so a request with a repeat penalty (or asking for log-probabilities,
   or classifying) is sampled on the host while its neighbours stay on the device;
@@ -42,12 +43,15 @@ _TOKEN_NULL = -1
 class DevicePolicy(enum.Enum):
     """Which requests get a device chain.
 
-    ``WHOLE_VOCAB`` is what ``device_sampling="auto"`` means on a GPU build: measured on
-    an H200 (benchmarks/RESULTS.md), greedy and top-k requests ran as fast or faster on
-    the host (a device chain costs decode time, and the host needs only an argmax or a
-    partition per row), while top-p without top-k, min-p alone and pure temperature,
-    which need a pass over the whole vocabulary on the host, ran 1.5x faster on the
-    device at 64 streams of the Llama-3.1-8B shape.
+    ``WHOLE_VOCAB`` is what ``device_sampling="auto"`` means on a GPU build: requests
+    whose host path needs a pass over the whole vocabulary (top-p without top-k, min-p
+    alone, pure temperature) go to the device while at most ``WHOLE_VOCAB_ROWS`` run;
+    everything else stays on the host.  Measured on an H200 with the Llama-3.1-8B shape
+    (benchmarks/RESULTS.md), host sampling with its rows split over threads: greedy and
+    top-k ran faster on the host at every stream count (a device chain costs decode
+    time: top-k at 64 streams 30 ms a step on the device, 24 ms on the host); top-p
+    alone ran faster on the device for one stream (232 against 202 tok/s), the same at
+    16 streams (1,046 against 1,077) and faster on the host at 64 (1,892 against 1,444).
     """
 
     OFF = "off"
@@ -55,15 +59,20 @@ class DevicePolicy(enum.Enum):
     WHOLE_VOCAB = "whole_vocab"
 
 
-def runs_on_device(request: Request, policy: DevicePolicy) -> bool:
+# ``WHOLE_VOCAB``: up to this many running requests a whole-vocabulary request is sampled
+# on the device (between the H200's 1 and 16 streams, where the two paths crossed)
+WHOLE_VOCAB_ROWS = 4
+
+
+def runs_on_device(request: Request, policy: DevicePolicy, running: int) -> bool:
     """Whether this request gets a device chain: the device can sample it (only samplers
     with a device implementation, nothing that needs the raw logits on the host) and the
-    policy wants it there."""
+    policy wants it there, ``running`` requests (this one included) sharing the steps."""
     config = request.config
     if (policy is DevicePolicy.OFF or request.kind is not RequestKind.GENERATE or config.repeat_penalty != 1.0 or config.logprobs
             or request.constraint is not None):  # a structured-output mask is applied to host rows
         return False
-    return policy is DevicePolicy.ALL or (config.temperature > 0 and config.top_k == 0)
+    return policy is DevicePolicy.ALL or (config.temperature > 0 and config.top_k == 0 and running <= WHOLE_VOCAB_ROWS)
 
 
 def device_seed(seed: int) -> int:
@@ -76,23 +85,20 @@ class DeviceSamplers:
     def __init__(self, ctx: LlamaContext, n_vocab: int) -> None:
         self._ctx = ctx
         self._n_vocab = n_vocab
-        self._attached: dict[int, tuple[SamplerChain, bool]] = {}  # seq -> (chain, greedy)
+        self._attached: dict[int, SamplerChain] = {}
 
     def attach(self, seq_id: int, config: GenerateConfig, seed: int) -> bool:
         """Put a chain for ``config`` on ``seq_id``; False when llama.cpp refuses it
-        (the request is then sampled on the host)."""
-        greedy = config.temperature == 0
-        current = self._attached.get(seq_id)
-        if current is not None and greedy and current[1]:
-            return True  # a greedy chain has no state: reuse it
+        (the request is then sampled on the host).  Each attach and detach makes the next
+        decode re-reserve its graph, as in llama-server."""
         self.detach(seq_id)
         llama = lib()
-        plan = [("greedy", ())] if greedy else chain_plan(config, device_seed(seed), self._n_vocab)
+        plan = [("greedy", ())] if config.temperature == 0 else chain_plan(config, device_seed(seed), self._n_vocab)
         chain = SamplerChain([getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in plan])
         if not llama.llama_set_sampler(self._ctx.ptr, seq_id, chain.ptr):
             chain.close()
             return False
-        self._attached[seq_id] = (chain, greedy)
+        self._attached[seq_id] = chain
         return True
 
     def detach(self, seq_id: int) -> None:
@@ -100,7 +106,7 @@ class DeviceSamplers:
         current = self._attached.pop(seq_id, None)
         if current is not None:
             lib().llama_set_sampler(self._ctx.ptr, seq_id, None)
-            current[0].close()
+            current.close()
 
     def token(self, batch_index: int) -> int:
         token = int(lib().llama_get_sampled_token_ith(self._ctx.ptr, batch_index))

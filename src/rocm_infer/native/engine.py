@@ -59,9 +59,9 @@ _SHUTDOWN = object()
 
 class Engine:
     def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy,
-                 prefix_cache: bool, overlap: bool = False) -> None:
+                 prefix_cache: bool, overlap: bool = False, sampling_threads: int = 1) -> None:
         self._ctx = ctx
-        self._chooser = TokenChooser(ctx, vocab.n_tokens, device_policy)
+        self._chooser = TokenChooser(ctx, vocab.n_tokens, device_policy, sampling_threads)
         self._vocab = vocab
         self._n_ctx = ctx.n_ctx
         self._budget = budget
@@ -205,13 +205,14 @@ class Engine:
 
     def _admit(self, admitted: tuple[Request, ...]) -> None:
         now = time.perf_counter()
+        running = len(self._running) + len(admitted)
         for request in admitted:
             self._waiting.remove(request)
             self.kv.admit(request, self._n_ctx)
             self._running.append(request)  # from here on _finish frees its id and cells
             request.status = RequestStatus.RUNNING
             request.admitted_at = now
-            self._chooser.place(request)
+            self._chooser.place(request, running)
 
     def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
         """Fill the batch and decode (with ``overlap``, delivering the last step's text
@@ -341,6 +342,7 @@ class Engine:
         as a prefix-cache entry); its ``Finished`` follows its last text."""
         if request in self._running:
             self._running.remove(request)
+            self._chooser.release(request)
             self.kv.finish(request, keep=status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH))
         elif request in self._waiting:
             self._waiting.remove(request)

