@@ -173,7 +173,8 @@ def test_bench_quick_json_has_the_documented_keys_and_writes_only_what_is_asked(
     assert doc["schema"] == SCHEMA and doc["commit"] != "unknown" and doc["llama_cpp_commit"] != "unknown"
     ids = {row["id"] for row in doc["rows"]}
     assert {"single_stream_decode", "ttft_short", "ttft_long", "aggregate_greedy_1", "aggregate_greedy_2", "aggregate_sampled_2",
-            "classify", "prefix_second_request_ttft", "model_memory"} <= ids
+            "classify", "prefix_second_request_ttft", "prefix_chat_last_turn_ttft", "prefix_few_shot_classify",
+            "prefix_shared_system_prompt", "prefix_shared_system_prompt_computed", "model_memory"} <= ids
     for row in doc["rows"]:
         assert tuple(row) == ROW_KEYS
         assert row["path"] == "in-process" and row["flash_attn"] == "auto"

@@ -124,3 +124,20 @@ def test_async_streams_are_constrained_too(model):
         return "".join([token.text async for token in model.agenerate(PROMPT, max_tokens=MAX_TOKENS, json_schema=SCHEMA)])
 
     jsonschema.validate(json.loads(asyncio.run(main())), SCHEMA)
+
+
+def test_prepare_structured_output_then_a_constrained_request(any_backend: ri.TextModel) -> None:
+    """What serve does at start-up: preparing twice is harmless, and the request after it
+    is constrained as usual."""
+    any_backend.prepare_structured_output()
+    any_backend.prepare_structured_output()
+    small = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}}, "required": ["n"], "additionalProperties": False}
+    text = _text(any_backend.generate(PROMPT, max_tokens=MAX_TOKENS, temperature=0.0, json_schema=small))
+    assert isinstance(json.loads(text)["n"], int)
+
+
+def test_prepare_structured_output_on_a_closed_model_is_a_typed_error(gemma_path: Path) -> None:
+    loaded = ri.load_model(gemma_path, backend="llama_cpp", parallel_slots=1, context_len=512)
+    loaded.close()
+    with pytest.raises(ri.ModelClosedError):
+        loaded.prepare_structured_output()

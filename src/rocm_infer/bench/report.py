@@ -14,9 +14,10 @@ keys are strings) and ``rows``.
 
 Each row: ``id`` (stable: ``single_stream_decode``, ``ttft_short``, ``ttft_long``,
 ``aggregate_greedy_N``, ``aggregate_sampled_N``, ``classify``, ``prefix_second_request_ttft``,
-``model_memory``, ``vram_used``), ``workload`` (in words), ``path`` (``in-process`` or
-``llama-server``), ``backend``, ``flash_attn``, ``value``, ``unit`` (``tok/s``, ``ms``,
-``prompts/s``, ``MiB``), ``higher_is_better``, ``reference`` (null where there is none),
+``prefix_chat_last_turn_ttft``, ``prefix_few_shot_classify``, ``prefix_shared_system_prompt``,
+``prefix_shared_system_prompt_computed`` (in-process only), ``model_memory``, ``vram_used``),
+``workload`` (in words), ``path`` (``in-process`` or ``llama-server``), ``backend``,
+``flash_attn``, ``value``, ``unit`` (``tok/s``, ``ms``, ``prompts/s``, ``MiB``, ``tokens``), ``higher_is_better``, ``reference`` (null where there is none),
 ``reference_name``, ``ratio`` (value / reference), ``vs_server`` (an in-process row's
 value / the llama-server row's; null otherwise).  A ratio above 1 is better when
 ``higher_is_better``, below 1 otherwise.
@@ -61,9 +62,20 @@ def _backend_rows(figures: dict[str, Any], refs: dict[str, Any], settings: dict[
             rows.append(_row(f"aggregate_{kind}_{n}", f"total decode, {streams}, {kind}", rate, "tok/s", True, batched[n], name))
     rows.append(_row("classify", f"classify {settings['classify_prompts']} prompts", figures["classify_prompts_per_s"], "prompts/s", True))
     if "prefix" in figures:
-        p = figures["prefix"]
-        rows.append(_row("prefix_second_request_ttft", f"first token after a shared {settings['prefix_tokens']}-token prefix",
-                         p["second_s"] * 1000, "ms", False, p["first_s"] * 1000, "same prompt length, nothing cached"))
+        p, n = figures["prefix"], settings["prefix_tokens"]
+        shared, chat, few_shot, system = p["shared_prefix_ttft"], p["multi_turn_chat"], p["few_shot_classify"], p["shared_system_prompt"]
+        rows += [
+            _row("prefix_second_request_ttft", f"first token after a shared {n}-token prefix", shared["second_s"] * 1000, "ms", False,
+                 shared["first_s"] * 1000, "same prompt length, nothing cached"),
+            _row("prefix_chat_last_turn_ttft", "first token of a 4-turn chat's last turn", chat["last_turn_s"] * 1000, "ms", False,
+                 chat["first_turn_s"] * 1000, "its first turn"),
+            _row("prefix_few_shot_classify", f"classify {settings['classify_prompts']} prompts after one instruction prefix",
+                 few_shot["prompts_per_s"], "prompts/s", True),
+            _row("prefix_shared_system_prompt", "16 requests together after one system prompt", system["wall_s"] * 1000, "ms", False),
+        ]
+        if "prompt_tokens_computed" in system:  # in-process only: the engine's counters
+            rows.append(_row("prefix_shared_system_prompt_computed", "  of their prompt tokens, computed", system["prompt_tokens_computed"],
+                             "tokens", False, system["prompt_tokens"], "all their prompt tokens"))
     if figures.get("model_memory_bytes"):  # in-process only: llama-server does not say
         rows.append(_row("model_memory", "model memory (weights + context)", figures["model_memory_bytes"] / MIB, "MiB", False))
     if figures.get("vram_used_bytes") is not None:
@@ -127,7 +139,7 @@ def table(doc: dict[str, Any]) -> Any:
                  f"{r['vs_server']:.2f}x" if r["vs_server"] is not None else ""]
         t.add_row(*cells)
     t.caption = ("ratio = value / reference (↑ higher is better, ↓ lower is better); references are llama.cpp's own tools "
-                 "on the same build; prefix cache off except in its own row")
+                 "on the same build; prefix cache off except in the prefix rows")
     return t
 
 

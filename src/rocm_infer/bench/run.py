@@ -95,9 +95,9 @@ def _measure(backend: str, path: Path, prompts: dict[str, Any], settings: BenchS
         figures["vram_used_bytes"] = after - vram_before if after is not None and vram_before is not None else None
     if settings.prefix_tokens:
         tick(f"{backend}: prefix cache")
-        with load_model(path, parallel_slots=4, prefix_cache=True, context_len=max(4096, 4 * (settings.prefix_tokens + 64)), **common) as cached:
-            cached.generate("warm up", max_tokens=2).text()
-            figures["prefix"] = prefix.shared_prefix_ttft(cached, settings.prefix_tokens)
+        with load_model(path, parallel_slots=prefix.SYSTEM_REQUESTS, prefix_cache=True, context_len=max(8192, 4 * (settings.prefix_tokens + 64)),
+                        **common) as cached:
+            figures["prefix"] = prefix.workloads(cached, prompts["prefix"], settings.classify_prompts)
     return figures
 
 
@@ -111,6 +111,7 @@ def _prompts(path: Path, settings: BenchSettings) -> dict[str, Any]:
             "ttft_long": workloads.synthetic_prompts(tokenize, settings.ttft_long_tokens, 3, 200),
             "streams": workloads.synthetic_prompts(tokenize, settings.prompt_tokens, max(settings.streams), 1000),
             "classify": workloads.synthetic_prompts(tokenize, settings.prompt_tokens, settings.classify_prompts, 5000),
+            "prefix": prefix.make_prompts(tokenize, settings.prefix_tokens) if settings.prefix_tokens else None,
         }
 
 

@@ -70,6 +70,9 @@ class Grammars:
             raise RocmInferError(f"structured output: the grammar cannot be used with this vocabulary: {matcher.get_error()}")
         return Constraint(matcher, self._executor)  # type: ignore[arg-type]  # set with the tokenizer
 
+    def prepare(self) -> None:
+        self._llg_tokenizer()
+
     def _llg_tokenizer(self) -> LLTokenizer:
         """Built on first use, under a lock: callers of one model may start constrained
         requests on several threads at once."""

@@ -176,6 +176,10 @@ class NativeModel(TextModel):
         self._check_open()
         return render_chat(self._template, messages, self._vocab.special_text("bos"), self._vocab.special_text("eos"))
 
+    def prepare_structured_output(self) -> None:
+        self._check_open()
+        self._grammars.prepare()
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

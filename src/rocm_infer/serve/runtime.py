@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from ..interface import TextModel
 from ..types import LoadConfig, Token
 from .errors import ApiError
 from .metrics import EngineFigures, ServerMetrics
+
+_log = logging.getLogger("rocm_infer.serve")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class Runtime:
             if self.on_load_failed is not None:
                 self.on_load_failed(exc)
             return
+        try:  # the first response_format request would otherwise build it on the event loop
+            await asyncio.to_thread(model.prepare_structured_output)
+        except Exception:  # noqa: BLE001 - free text still serves; a constrained request reports its own error
+            _log.warning("structured output could not be prepared", exc_info=True)
         self._ready(model)
         if self.on_loaded is not None:
             self.on_loaded(model)
