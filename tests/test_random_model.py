@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import dequantize
 from repo_scripts import load_script
 
@@ -88,3 +88,25 @@ def test_logit_stats_counts_the_smallest_set_of_tokens_holding_095():
     std, nucleus = mrm.logit_stats(np.log([0.04, 0.5, 0.06, 0.3, 0.1]))
     assert nucleus == 4
     assert std == pytest.approx(np.log([0.04, 0.5, 0.06, 0.3, 0.1]).std())
+
+
+def test_the_vocabularys_suppressed_tokens_are_never_produced(tiny: ri.TextModel, tmp_path: Path, vendor_models: Path) -> None:
+    """``tokenizer.ggml.suppress_tokens`` on every path: host sampling, device chains and
+    llama-server.  The same random weights with the tokens greedy chose suppressed."""
+    prompt = "Once upon a time"
+    suppressed = sorted({token.id for token in tiny.generate(prompt, max_tokens=8, ignore_eos=True)})
+    vocab = tmp_path / "vocab.gguf"
+    writer = GGUFWriter(vocab, "llama")
+    mrm.copy_tokenizer(writer, vendor_models / "ggml-vocab-llama-bpe.gguf")
+    writer.add_array("tokenizer.ggml.suppress_tokens", suppressed)  # int32, as llama.cpp reads it
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    path = tmp_path / "suppressed.gguf"
+    assert mrm.main(["--preset", "tiny", "--vocab-from", str(vocab), "--out", str(path)]) == 0
+    for backend, options in (("llama_cpp", {}), ("llama_cpp", {"device_sampling": "on"}), ("llama_server", {})):
+        with ri.load_model(path, backend=backend, parallel_slots=2, context_len=512, **options) as model:
+            produced = [token.id for token in model.generate(prompt, max_tokens=8, ignore_eos=True)]
+            produced += [token.id for token in model.generate(prompt, max_tokens=8, ignore_eos=True, temperature=1.5, seed=3)]
+            produced += [result.token for result in model.classify([prompt, "1, 2, 3,"])]
+        assert produced and not set(produced) & set(suppressed), (backend, options)

@@ -28,6 +28,7 @@ a caller, read in ``src/llama-context.cpp`` and ``src/llama-sampler.cpp``:
 from __future__ import annotations
 
 import enum
+import math
 
 from ..errors import EngineError
 from ..types import GenerateConfig
@@ -82,9 +83,10 @@ def device_seed(seed: int) -> int:
 class DeviceSamplers:
     """The chains attached to the context's sequences, owned by the engine thread."""
 
-    def __init__(self, ctx: LlamaContext, n_vocab: int) -> None:
+    def __init__(self, ctx: LlamaContext, n_vocab: int, suppressed: tuple[int, ...] = ()) -> None:
         self._ctx = ctx
         self._n_vocab = n_vocab
+        self._suppressed = suppressed
         self._attached: dict[int, SamplerChain] = {}
 
     def attach(self, seq_id: int, config: GenerateConfig, seed: int) -> bool:
@@ -94,7 +96,11 @@ class DeviceSamplers:
         self.detach(seq_id)
         llama = lib()
         plan = [("greedy", ())] if config.temperature == 0 else chain_plan(config, device_seed(seed), self._n_vocab)
-        chain = SamplerChain([getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in plan])
+        samplers = [getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in plan]
+        if self._suppressed:  # first, as in llama.cpp's own chain (common/sampling.cpp)
+            biases = (llama.llama_logit_bias * len(self._suppressed))(*[llama.llama_logit_bias(t, -math.inf) for t in self._suppressed])
+            samplers.insert(0, llama.llama_sampler_init_logit_bias(self._n_vocab, len(self._suppressed), biases))
+        chain = SamplerChain(samplers)
         if not llama.llama_set_sampler(self._ctx.ptr, seq_id, chain.ptr):
             chain.close()
             return False

@@ -61,7 +61,7 @@ class Engine:
     def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy,
                  prefix_cache: bool, overlap: bool = False, sampling_threads: int = 1) -> None:
         self._ctx = ctx
-        self._chooser = TokenChooser(ctx, vocab.n_tokens, device_policy, sampling_threads)
+        self._chooser = TokenChooser(ctx, vocab.n_tokens, device_policy, sampling_threads, vocab.suppressed)
         self._vocab = vocab
         self._n_ctx = ctx.n_ctx
         self._budget = budget

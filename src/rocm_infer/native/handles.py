@@ -170,8 +170,7 @@ class LlamaContext(_OwnedPointer):
 
 
 class SamplerChain(_OwnedPointer):
-    """Owns a ``llama_sampler *`` chain for the device sampler of one sequence (a chain
-    with a random stream serves one request; a greedy one, stateless, is reused)."""
+    """Owns a ``llama_sampler *`` chain for the device sampler of one request's sequence."""
 
     def __init__(self, parts: list[Any]) -> None:
         self._llama = lib()

@@ -22,11 +22,12 @@ from .stats import EngineStats
 
 
 class TokenChooser:
-    def __init__(self, ctx: LlamaContext, n_vocab: int, policy: DevicePolicy, sampling_threads: int = 1) -> None:
+    def __init__(self, ctx: LlamaContext, n_vocab: int, policy: DevicePolicy, sampling_threads: int = 1, suppressed: tuple[int, ...] = ()) -> None:
         self._ctx = ctx
         self._n_vocab = n_vocab
         self._policy = policy
-        self._device = DeviceSamplers(ctx, n_vocab) if policy is not DevicePolicy.OFF else None
+        self._suppressed = np.array(suppressed, dtype=np.int64)
+        self._device = DeviceSamplers(ctx, n_vocab, suppressed) if policy is not DevicePolicy.OFF else None
         self._rows = RowPool(sampling_threads)
 
     def place(self, request: Request, running: int) -> None:
@@ -63,6 +64,8 @@ class TokenChooser:
         rows = None
         if host:
             rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._n_vocab))
+            if self._suppressed.size:  # in llama.cpp's buffer itself: the next decode overwrites it
+                rows[np.ix_(host, self._suppressed)] = -np.inf
             free = [row for row in host if outputs[row][0].request.constraint is None]
             constrained = [row for row in host if outputs[row][0].request.constraint is not None]
             if free:

@@ -23,6 +23,15 @@ class Vocab:
         # end-of-generation ids (EOS, EOT, <end_of_turn>...), as llama.cpp marks them.
         self._pieces = self._read_pieces()
         self.eog_tokens = frozenset(t for t in range(self.n_tokens) if self._llama.llama_vocab_is_eog(self.ptr, t))
+        self.suppressed = self._read_suppressed()
+
+    def _read_suppressed(self) -> tuple[int, ...]:
+        """``tokenizer.ggml.suppress_tokens``: ids the model must never produce.  llama.cpp's
+        own sampler chain (``common/sampling.cpp``, so llama-server) bans them with a logit
+        bias of -inf; the engine does the same on both of its paths."""
+        count = ctypes.c_int32(0)
+        ids = self._llama.llama_vocab_get_suppress_tokens(self.ptr, ctypes.byref(count))
+        return tuple(int(ids[i]) for i in range(count.value)) if ids and count.value > 0 else ()
 
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """``parse_special`` lets a rendered chat template's control tokens
