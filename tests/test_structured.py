@@ -136,8 +136,10 @@ def test_prepare_structured_output_then_a_constrained_request(any_backend: ri.Te
     assert isinstance(json.loads(text)["n"], int)
 
 
-def test_prepare_structured_output_on_a_closed_model_is_a_typed_error(gemma_path: Path) -> None:
+def test_prepare_structured_output_builds_now_and_is_a_typed_error_once_closed(gemma_path: Path) -> None:
     loaded = ri.load_model(gemma_path, backend="llama_cpp", parallel_slots=1, context_len=512)
+    loaded.prepare_structured_output()
+    assert loaded._grammars._tokenizer is not None  # built now, not by the first constrained request
     loaded.close()
     with pytest.raises(ri.ModelClosedError):
         loaded.prepare_structured_output()

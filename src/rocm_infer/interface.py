@@ -156,7 +156,8 @@ class TextModel(abc.ABC):
         request does not pay it (and an async caller's event loop is not held for it):
         in-process, llguidance's view of the vocabulary (about 1.5 s for Gemma 3's 262k
         tokens on the 2-core VM).  ``rocm-infer serve`` calls it at start-up.  A backend
-        with nothing to prepare does nothing."""
+        with nothing to prepare (llama-server, openai) does nothing, closed or not; the
+        in-process one raises ``ModelClosedError`` once closed."""
 
     # ---- shared plumbing ---------------------------------------------------------------
     def _record(self, finished: Finished) -> None:

@@ -22,7 +22,7 @@ import argparse
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,9 @@ class Prompts:
     and its 1,500-token prefill looked 1.2x faster than in-process for that reason.)"""
 
     long_prefix: str
-    chat_turns: list[str]  # user turns, each on the whole history before it
+    chat_turns: tuple[str, ...]  # user turns, each on the whole history before it
     instructions: str  # the few-shot classify prefix
-    system_prompts: list[str]  # one system prompt, then each request's own line
+    system_prompts: tuple[str, ...]  # one system prompt, then each request's own line
     system_prompt_tokens: int  # the tokens of all of system_prompts together
 
 
@@ -59,10 +59,10 @@ def make_prompts(tokenize: Callable[[str], list[int]], prefix_tokens: int = PREF
     runs them at 256: 32, 64 and 170)."""
     turn, instructions, system = max(32, prefix_tokens // 8), max(64, prefix_tokens // 5), max(128, 2 * prefix_tokens // 3)
     shared = text_of(tokenize, system, salt="System: ")
-    system_prompts = [f"{shared}\nUser {i}: what is lamp {i} for?" for i in range(requests)]
+    system_prompts = tuple(f"{shared}\nUser {i}: what is lamp {i} for?" for i in range(requests))
     return Prompts(
         long_prefix=text_of(tokenize, prefix_tokens),
-        chat_turns=[text_of(tokenize, turn, salt=f"turn {i} ") for i in range(CHAT_TURNS)],
+        chat_turns=tuple(text_of(tokenize, turn, salt=f"turn {i} ") for i in range(CHAT_TURNS)),
         instructions=text_of(tokenize, instructions, salt="Instructions: label each report. "),
         system_prompts=system_prompts,
         system_prompt_tokens=sum(len(tokenize(prompt)) for prompt in system_prompts),
@@ -91,7 +91,7 @@ def shared_prefix_ttft(model: TextModel, prefix: str) -> dict[str, float]:
     return {"first_s": first, "second_s": second, "ratio": second / first}
 
 
-def multi_turn_chat(model: TextModel, turns: list[str]) -> dict[str, float]:
+def multi_turn_chat(model: TextModel, turns: Sequence[str]) -> dict[str, float]:
     history: list[dict[str, str]] = []
     times = []
     for turn in turns:
@@ -110,7 +110,7 @@ def few_shot_classify(model: TextModel, instructions: str, items: int) -> dict[s
     return {"prompts_per_s": items / (time.perf_counter() - started)}
 
 
-def shared_system_prompt(model: TextModel, prompts: list[str], prompt_tokens: int) -> dict[str, float]:
+def shared_system_prompt(model: TextModel, prompts: Sequence[str], prompt_tokens: int) -> dict[str, float]:
     stats = getattr(model, "cache_stats", None)
     before = stats() if stats else None
     start = threading.Barrier(len(prompts))
@@ -125,7 +125,7 @@ def shared_system_prompt(model: TextModel, prompts: list[str], prompt_tokens: in
         thread.start()
     for thread in threads:
         thread.join()
-    result: dict[str, float] = {"wall_s": time.perf_counter() - started}
+    result: dict[str, float] = {"wall_s": time.perf_counter() - started, "requests": float(len(prompts))}
     if before is not None:
         reused = stats().tokens_reused - before.tokens_reused  # type: ignore[misc]
         result["prompt_tokens"] = float(prompt_tokens)

@@ -71,7 +71,7 @@ def _backend_rows(figures: dict[str, Any], refs: dict[str, Any], settings: dict[
                  chat["first_turn_s"] * 1000, "its first turn"),
             _row("prefix_few_shot_classify", f"classify {settings['classify_prompts']} prompts after one instruction prefix",
                  few_shot["prompts_per_s"], "prompts/s", True),
-            _row("prefix_shared_system_prompt", "16 requests together after one system prompt", system["wall_s"] * 1000, "ms", False),
+            _row("prefix_shared_system_prompt", f"{system['requests']:.0f} requests together after one system prompt", system["wall_s"] * 1000, "ms", False),
         ]
         if "prompt_tokens_computed" in system:  # in-process only: the engine's counters
             rows.append(_row("prefix_shared_system_prompt_computed", "  of their prompt tokens, computed", system["prompt_tokens_computed"],

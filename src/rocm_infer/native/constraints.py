@@ -71,6 +71,7 @@ class Grammars:
         return Constraint(matcher, self._executor)  # type: ignore[arg-type]  # set with the tokenizer
 
     def prepare(self) -> None:
+        """Build the tokenizer ahead of the first constrained request."""
         self._llg_tokenizer()
 
     def _llg_tokenizer(self) -> LLTokenizer:

@@ -93,7 +93,7 @@ class DeviceSamplers:
         """Put a chain for ``config`` on ``seq_id``; False when llama.cpp refuses it
         (the request is then sampled on the host).  Each attach and detach makes the next
         decode re-reserve its graph, as in llama-server."""
-        self.detach(seq_id)
+        assert seq_id not in self._attached, "a request's chain is taken off when it ends (TokenChooser.release)"
         llama = lib()
         plan = [("greedy", ())] if config.temperature == 0 else chain_plan(config, device_seed(seed), self._n_vocab)
         samplers = [getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in plan]
@@ -108,7 +108,7 @@ class DeviceSamplers:
         return True
 
     def detach(self, seq_id: int) -> None:
-        """Take the chain off ``seq_id`` (the slot will be sampled on the host)."""
+        """Take the chain off ``seq_id``: its request ended, or the model closes."""
         current = self._attached.pop(seq_id, None)
         if current is not None:
             lib().llama_set_sampler(self._ctx.ptr, seq_id, None)

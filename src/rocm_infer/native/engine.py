@@ -205,7 +205,7 @@ class Engine:
 
     def _admit(self, admitted: tuple[Request, ...]) -> None:
         now = time.perf_counter()
-        running = len(self._running) + len(admitted)
+        running = len(self._running) + len(self._waiting)  # the admitted are still in the queue: all that will share the steps
         for request in admitted:
             self._waiting.remove(request)
             self.kv.admit(request, self._n_ctx)
@@ -238,8 +238,10 @@ class Engine:
             if self._overlap and self._undelivered:
                 self._deliver()  # inside the decode's span: its time is emit time too
         finally:
-            self._ctx.wait()
-            self._in_flight = False
+            try:
+                self._ctx.wait()
+            finally:
+                self._in_flight = False
         self.stats.decode_s += time.perf_counter() - decode_started
         return outputs
 
@@ -248,17 +250,16 @@ class Engine:
         whose end shows without their text (end token, length, structured output done)."""
         for chunk in plan.chunks:
             chunk.request.n_computed += chunk.count
+        started = time.perf_counter()
+        tokens, rows = self._chooser.choose(outputs, self.stats) if outputs else ([], None)
+        chosen = time.perf_counter()
+        self.stats.sample_s += chosen - started
         # after the count: the token this step decoded for them is in their cells (and in a
-        # cache entry made of them); their rows' new tokens are dropped
+        # cache entry made of them); after the choice: their chains were in this decode;
+        # their rows' new tokens are dropped
         for request in self._text_stopped:
             self._finish(request, RequestStatus.FINISHED_STOPPED)
         self._text_stopped.clear()
-        if not outputs:
-            return
-        started = time.perf_counter()
-        tokens, rows = self._chooser.choose(outputs, self.stats)
-        chosen = time.perf_counter()
-        self.stats.sample_s += chosen - started
         for row, (chunk, _) in enumerate(outputs):
             request = chunk.request
             if request.status.finished:

@@ -77,7 +77,7 @@ class NativeModel(TextModel):
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
                                   config.prefix_cache, overlap=config.overlap_decode == "on" or (config.overlap_decode == "auto" and on_gpu),
-                                  sampling_threads=min(MAX_SAMPLING_THREADS, default_threads()) if on_gpu else 1)
+                                  sampling_threads=min(MAX_SAMPLING_THREADS, config.n_threads or default_threads()) if on_gpu else 1)
             self._stack.callback(self._engine.close)
             # a model dropped without close() still stops its engine thread and frees the
             # context and weights (the thread holds the context, never this object)
@@ -177,6 +177,7 @@ class NativeModel(TextModel):
         return render_chat(self._template, messages, self._vocab.special_text("bos"), self._vocab.special_text("eos"))
 
     def prepare_structured_output(self) -> None:
+        """Builds llguidance's tokenizer for this vocabulary now (``TextModel``'s says why)."""
         self._check_open()
         self._grammars.prepare()
 

@@ -23,6 +23,9 @@ from .stats import EngineStats
 
 class TokenChooser:
     def __init__(self, ctx: LlamaContext, n_vocab: int, policy: DevicePolicy, sampling_threads: int = 1, suppressed: tuple[int, ...] = ()) -> None:
+        """``suppressed``: the vocabulary's banned ids, -inf in every row sampled here (in
+        llama.cpp's own buffer, so log-probabilities and classify logits show them as
+        impossible too) and a -inf logit bias in every device chain."""
         self._ctx = ctx
         self._n_vocab = n_vocab
         self._policy = policy
@@ -32,7 +35,7 @@ class TokenChooser:
 
     def place(self, request: Request, running: int) -> None:
         """Sample on the device where the policy wants it and it can (a chain on the
-        request's sequence), otherwise on the host (and take any chain off that sequence).
+        request's sequence, taken off when it ends: ``release``), otherwise on the host.
         ``running``: the requests that will share the steps, this one included; a
         request keeps its place until it ends."""
         config = request.config
@@ -40,7 +43,6 @@ class TokenChooser:
         if self._device is not None:
             if runs_on_device(request, self._policy, running) and self._device.attach(request.seq_id, config, seed):
                 return
-            self._device.detach(request.seq_id)
         if request.kind is RequestKind.CLASSIFY:
             request.host_sampler = HostSampler(temperature=0.0)
             return
@@ -84,8 +86,9 @@ class TokenChooser:
     def _sample(self, rows: np.ndarray, subset: list[int], outputs: list[tuple[Chunk, int]], tokens: list[int], whole_ok: bool) -> None:
         """Sample ``rows[subset]`` on the host into ``tokens``, applying structured-output
         masks first.  Penalties and masks change rows in place: never llama.cpp's buffer
-        (log-probabilities and classify logits are read from its raw rows), so the block
-        is the buffer itself only when every output row is sampled here untouched."""
+        (log-probabilities and classify logits are read from its rows, where only the
+        vocabulary's suppressed ids are -inf), so the block is the buffer itself only when
+        every output row is sampled here untouched."""
         requests = [outputs[row][0].request for row in subset]
         samplers = [r.host_sampler for r in requests]
         whole = whole_ok and not any(s.penalised for s in samplers)  # type: ignore[union-attr]
