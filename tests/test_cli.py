@@ -25,8 +25,11 @@ def rocm_infer(*args: str, stdin: str | None = None, env: dict[str, str] | None 
 
 
 def interrupted_after_first_output(args: list[str], stdin: bytes | None = None) -> subprocess.Popen[bytes]:
-    """Start the command, wait for its first byte of answer, then press Ctrl-C (SIGINT)."""
-    process = subprocess.Popen([*CLI, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """Start the command, wait for its first byte of answer, then press Ctrl-C (SIGINT).
+    The child gets SIGINT's default action, as under a terminal: a runner that started the
+    tests in the background (a shell's ``&`` ignores SIGINT) would hand it on ignored."""
+    process = subprocess.Popen([*CLI, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if stdin is not None:
         process.stdin.write(stdin)  # type: ignore[union-attr]
         process.stdin.flush()  # type: ignore[union-attr]
