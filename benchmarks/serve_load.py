@@ -44,7 +44,11 @@ import rocm_infer as ri
 from rocm_infer.build import tool_path
 from rocm_infer.chat_templates import template_for
 
-SAMPLING = {"greedy": {"temperature": 0.0}, "sampled": {"temperature": 0.8, "top_p": 0.95}}
+# "sampled" names every filter: llama-server fills in what a request leaves out with its own
+# defaults (top_k 40, min_p 0.05), rocm-infer serve with none (OpenAI's meaning), so with
+# only temperature and top_p the two servers would sample different distributions.  These
+# are llama-server's defaults, sent to all three contenders.
+SAMPLING = {"greedy": {"temperature": 0.0}, "sampled": {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05}}
 
 
 @dataclass
