@@ -74,6 +74,8 @@ def test_generate_verbose_prints_rates_on_stderr():
     (["generate", "hi", "--n-gpu-layers", "0"], "--gpu-layers"),
     (["classify", "hi", "--n_batch", "8"], "--batch-size"),
     (["generate", "hi", "--max-token", "4"], "--max-tokens"),
+    (["generate", "hi", "-ngl", "99"], "--gpu-layers"),  # llama.cpp's spelling, not "-n gl"
+    (["generate", "hi", "-fa", "on"], "--flash-attn"),
 ])
 def test_foreign_or_misspelt_options_exit_2_with_our_name(args, hint):
     proc = rocm_infer(*args)

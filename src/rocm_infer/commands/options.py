@@ -59,11 +59,20 @@ class HintingCommand(click.Command):
         self.params.append(log_option())
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        known = {name for param in self.params for name in getattr(param, "opts", [])}
+        # llama.cpp's single-dash long names (-ngl 99, -np 4, -fa on) would otherwise parse as
+        # short options with glued values ("-n" with "gl"): a misleading value error
+        for arg in args[: args.index("--")] if "--" in args else args:
+            if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2 and arg.split("=")[0] not in known:
+                ours = FOREIGN_NAMES.get(normalized(arg.split("=")[0]))
+                if ours in known:
+                    error = click.NoSuchOption(arg, ctx=ctx)
+                    error.possibilities = [ours]  # (its constructor keeps only close spellings)
+                    raise error
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as exc:
             ours = FOREIGN_NAMES.get(normalized(exc.option_name.split("=")[0]))
-            known = {name for param in self.params for name in getattr(param, "opts", [])}
             if ours in known:
                 exc.possibilities = [ours]
             raise
