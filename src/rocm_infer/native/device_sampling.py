@@ -14,9 +14,10 @@ a caller, read in ``src/llama-context.cpp`` and ``src/llama-sampler.cpp``:
   is detached when the request ends, as llama-server does on a slot's reset (an H200
   run with chains left behind decoded one stream at 0.84x llama-bench); attaching or
   detaching marks the scheduler for a graph re-reserve before the next decode;
-- greedy, dist, top_k, top_p, min_p and temp have device implementations; the
-  penalties do not, so a request with a repeat penalty (or asking for log-probabilities,
-  or classifying) is sampled on the host while its neighbours stay on the device;
+- greedy, dist, top_k, top_p, min_p, temp and logit_bias have device implementations
+  (the engine uses those); the pin's penalties have one too, but a request with a repeat
+  penalty (or asking for log-probabilities, or classifying) is sampled on the host here,
+  while its neighbours stay on the device: device penalties are not measured;
 - raw logits are copied to the host only when some output row of the step has no
   chain, so a step that mixes both still gets every row's logits;
 - the output buffer holds four vocabulary-sized sampling rows per output of the step
