@@ -32,6 +32,7 @@ from ..interface import TextModel
 from ..models import resolve_model_path
 from ..build import package_commit
 from .report import write
+from .workloads import tokenizer
 
 WORDS = "the keeper climbed the stairs and lit the great lamp while the storm rolled in from the west "
 
@@ -147,8 +148,8 @@ def workloads(model: TextModel, prompts: Prompts, classify_items: int = CLASSIFY
 
 def run(model: str | None, backends: list[str], threads: int) -> dict[str, Any]:
     path = resolve_model_path(model)
-    with load_model(path, backend="llama_cpp", parallel_slots=1, context_len=512) as loaded:
-        prompts = make_prompts(loaded.tokenize)  # type: ignore[attr-defined]  (the in-process model)
+    with tokenizer(path) as tokenize:
+        prompts = make_prompts(tokenize)
     contenders = {
         "in_process_cache": ("llama_cpp", True),
         "in_process_no_cache": ("llama_cpp", False),

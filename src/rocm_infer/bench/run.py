@@ -103,8 +103,7 @@ def _measure(backend: str, path: Path, prompts: dict[str, Any], settings: BenchS
 
 def _prompts(path: Path, settings: BenchSettings) -> dict[str, Any]:
     """Token-id prompts, made once with the model's tokenizer and given to every contender."""
-    with load_model(path, backend="llama_cpp", parallel_slots=1, context_len=512) as model:
-        tokenize = model.tokenize  # type: ignore[attr-defined]  (the in-process model)
+    with workloads.tokenizer(path) as tokenize:
         return {
             "single": workloads.synthetic_prompts(tokenize, settings.prompt_tokens, 3, 0),
             "ttft_short": workloads.synthetic_prompts(tokenize, settings.ttft_short_tokens, 5, 100),

@@ -76,8 +76,8 @@ def measure(contender: str, path: Path, prompts: list[list[int]], streams: list[
 def run(model: str | None, streams: list[int], gen_tokens: int, prompt_tokens: int, threads: int, contenders: list[str], flash_attn: str) -> dict[str, Any]:
     threads = threads or default_threads()
     path = resolve_model_path(model)
-    with load_model(path, backend="llama_cpp", parallel_slots=1, context_len=512) as loaded:
-        prompts = workloads.synthetic_prompts(loaded.tokenize, prompt_tokens, max(streams), 1000)  # type: ignore[attr-defined]
+    with workloads.tokenizer(path) as tokenize:
+        prompts = workloads.synthetic_prompts(tokenize, prompt_tokens, max(streams), 1000)
     context = max(streams) * (prompt_tokens + gen_tokens + 8)
     batched = reference.batched_bench(path, threads, prompt_tokens, gen_tokens, streams, flash_attn, max(context, 1024))
     tg = reference.llama_bench(path, threads, [prompt_tokens], gen_tokens, flash_attn).decode_tokens_per_s

@@ -10,10 +10,21 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from .. import load_model
 from ..interface import TextModel
+
+
+@contextmanager
+def tokenizer(path: Path) -> Iterator[Callable[[str], list[int]]]:
+    """The model's own tokenizer, from a small in-process load: prompts are made with it
+    once and given to every contender (the llama-server backend has no tokenizer)."""
+    with load_model(path, backend="llama_cpp", parallel_slots=1, context_len=512) as model:
+        yield model.tokenize  # type: ignore[attr-defined]  (the in-process model)
 
 
 def synthetic_prompts(tokenize: Callable[[str], list[int]], n_tokens: int, count: int, salt: int) -> list[list[int]]:

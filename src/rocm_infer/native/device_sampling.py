@@ -61,8 +61,9 @@ class DevicePolicy(enum.Enum):
     WHOLE_VOCAB = "whole_vocab"
 
 
-# ``WHOLE_VOCAB``: up to this many running requests a whole-vocabulary request is sampled
-# on the device (between the H200's 1 and 16 streams, where the two paths crossed)
+# ``WHOLE_VOCAB``: while at most this many requests run or wait (the queue is counted: it
+# joins the steps soon), a whole-vocabulary request is sampled on the device (between the
+# H200's 1 and 16 streams, where the two paths crossed)
 WHOLE_VOCAB_ROWS = 4
 
 

@@ -91,7 +91,8 @@ class LiveWorkers:
 
     def start(self, worker: StreamWorker, closed: Callable[[], bool]) -> None:
         with self._lock:
-            self._workers = {w for w in self._workers if w.is_alive()}
+            # a worker another caller added but has not started yet (ident None) is kept
+            self._workers = {w for w in self._workers if w.ident is None or w.is_alive()}
             self._workers.add(worker)
         worker.start()
         if closed():  # the model was closed while this request was being set up
@@ -137,6 +138,9 @@ class StreamWorker(threading.Thread):
         self._who = who
         self._reader: Reader = reader or ChunkReader(config, eog_ids, byte_ids or (lambda _char, _count: None), detokenize or (lambda _ids: ""))
         self._timeout = config.timeout
+        # a request with a timeout reads with one too: a server that stops answering (or was
+        # never reached) cannot hold this thread past it, even before a response can be closed
+        self._read_limit: httpx.Timeout | Any = httpx.Timeout(config.timeout + 2.0) if config.timeout else httpx.USE_CLIENT_DEFAULT
         self._cancelled = threading.Event()
         self._cancel_error: BaseException | None = None
         self._response: httpx.Response | None = None
@@ -171,8 +175,7 @@ class StreamWorker(threading.Thread):
         inside a UTF-8 character (a stream would send no chunk for it)."""
         # no response to close on cancel: a read timeout past the request's own ends the
         # thread even when the server hangs (the caller has its RequestTimeoutError by then)
-        limit = httpx.Timeout(self._timeout + 2.0) if self._timeout else httpx.USE_CLIENT_DEFAULT
-        response = self._client.post("/completion", json={**self._body, "stream": False}, headers={"Connection": "close"}, timeout=limit)
+        response = self._client.post("/completion", json={**self._body, "stream": False}, headers={"Connection": "close"}, timeout=self._read_limit)
         if self._cancelled.is_set():
             return "cancelled"
         if response.status_code != 200:
@@ -189,10 +192,7 @@ class StreamWorker(threading.Thread):
     def _stream(self) -> FinishReason:
         # ``Connection: close``: llama-server drops a connection after a stream, so a pooled
         # one would fail the next request with "Server disconnected" on a healthy server.
-        # a request with a timeout reads with one too: a server that stops answering (or was
-        # never reached) cannot hold this thread past it, even before a response can be closed
-        limit = httpx.Timeout(self._timeout + 2.0) if self._timeout else httpx.USE_CLIENT_DEFAULT
-        with connect_sse(self._client, "POST", self._path, json=self._body, headers={"Connection": "close"}, timeout=limit) as source:
+        with connect_sse(self._client, "POST", self._path, json=self._body, headers={"Connection": "close"}, timeout=self._read_limit) as source:
             self._response = source.response
             if self._cancelled.is_set():
                 return "cancelled"
