@@ -54,7 +54,7 @@ def test_a_short_cpu_run_writes_the_report(tmp_path):
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = acceptance("--builds", "current", "--model", str(ri.default_model_path()), "--out", str(out),
                       "--bench-args", "--quick --streams 1 --gen-tokens 4 --prompt-tokens 8 --ttft-long 16 "
-                      "--classify-prompts 2 --prefix-tokens 0 --backends llama_cpp", env=env)
+                      "--classify-prompts 2 --prefix-tokens 0 --serve-clients 0 --backends llama_cpp", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = (out / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ")]

@@ -87,6 +87,7 @@ def test_invalid_values_exit_2_before_loading():
     assert rocm_infer("generate", "hi", "--top-p", "2").returncode == 2
     assert rocm_infer("generate", "hi", "-n", "-1").returncode == 2
     assert rocm_infer("bench", "--streams", "4,x").returncode == 2
+    assert rocm_infer("bench", "--serve-clients", "0,4").returncode == 2
     assert rocm_infer("bench", "--plot", "out.gif").returncode == 2
     assert rocm_infer("classify").returncode == 2
     assert rocm_infer("nonsense").returncode == 2
@@ -159,7 +160,8 @@ def test_models_lists_the_default_model_and_rocm_model_dir(tmp_path):
 def test_bench_quick_json_has_the_documented_keys_and_writes_only_what_is_asked(tmp_path):
     """One tiny run (in-process only, the smallest workloads): the JSON on stdout and in
     ``--out`` is the documented one, nothing lands in the folder the user stands in, and
-    the table renders those rows in words."""
+    the table renders those rows in words.  The serve rows come from a real ``rocm-infer
+    serve`` child, measured against the library's own ``achat``."""
     from rich.console import Console
 
     from rocm_infer.bench.report import ROW_KEYS, SCHEMA, table
@@ -167,7 +169,8 @@ def test_bench_quick_json_has_the_documented_keys_and_writes_only_what_is_asked(
     here, out = tmp_path / "here", tmp_path / "out" / "bench.json"
     here.mkdir()
     proc = subprocess.run([*CLI, "bench", "--quick", "--json", "--backends", "llama_cpp", "--streams", "1,2", "--gen-tokens", "4",
-                           "--prompt-tokens", "8", "--ttft-long", "16", "--classify-prompts", "2", "--prefix-tokens", "32", "-o", str(out)],
+                           "--prompt-tokens", "8", "--ttft-long", "16", "--classify-prompts", "2", "--prefix-tokens", "32", "--serve-clients", "1,2",
+                           "-o", str(out)],
                           capture_output=True, text=True, cwd=here, timeout=900, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr
     assert list(here.iterdir()) == []
@@ -179,17 +182,23 @@ def test_bench_quick_json_has_the_documented_keys_and_writes_only_what_is_asked(
     ids = {row["id"] for row in doc["rows"]}
     assert {"single_stream_decode", "ttft_short", "ttft_long", "aggregate_greedy_1", "aggregate_greedy_2", "aggregate_sampled_2",
             "classify", "prefix_second_request_ttft", "prefix_chat_last_turn_ttft", "prefix_few_shot_classify",
-            "prefix_shared_system_prompt", "prefix_shared_system_prompt_computed", "model_memory"} <= ids
+            "prefix_shared_system_prompt", "prefix_shared_system_prompt_computed", "model_memory", "serve_aggregate_greedy_1",
+            "serve_aggregate_greedy_2", "serve_aggregate_sampled_1", "serve_aggregate_sampled_2", "serve_ttft_1", "serve_ttft_2"} <= ids
+    assert doc["settings"]["serve_clients"] == [1, 2]
     for row in doc["rows"]:
         assert tuple(row) == ROW_KEYS
         assert row["path"] == "in-process" and row["flash_attn"] == "auto"
         assert row["value"] > 0
         if row["reference"] is not None:
             assert row["ratio"] == pytest.approx(row["value"] / row["reference"])
+        if row["id"].startswith("serve_"):  # against the library's same round: always measured
+            assert isinstance(row["value"], float) and row["reference"] > 0 and row["reference_name"] == "in-process achat, no HTTP"
+            assert row["unit"] == ("ms" if row["id"].startswith("serve_ttft_") else "tok/s")
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(table(doc))
     text = console.export_text()
     assert "total decode, 2 streams, greedy" in text and "llama-bench tg4" in text and doc["commit"] in text
+    assert "HTTP, 2 streaming chat clients, greedy" in text
 
 
 def test_log_level_from_flags_then_environment():

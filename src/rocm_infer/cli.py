@@ -115,12 +115,13 @@ def info(model: str | None, as_json: bool) -> None:
 @click.option("--backend", "-b", default=None, help="rocm, llama_cpp, ... (default: the first available).")
 @click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--gpu-layers", default=-1, show_default=True, type=int)
+@click.option("--threads", default=0, type=int, help="CPU threads (default: llama.cpp's choice, one per physical core).")
 @click.option("--prefix-cache/--no-prefix-cache", default=True, show_default=True,
               help="Keep finished requests' KV cells to reuse shared prompt prefixes.")
 @click.option("--served-model-name", default=None, help="The model id clients use (default: the GGUF file's stem).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 def serve(model: str | None, host: str, port: int, api_key: str | None, parallel: int, ctx: int, backend: str | None,
-          flash_attn: str, gpu_layers: int, prefix_cache: bool, served_model_name: str | None, log_level: str) -> None:
+          flash_attn: str, gpu_layers: int, threads: int, prefix_cache: bool, served_model_name: str | None, log_level: str) -> None:
     """Serve MODEL (default: Gemma 3 270M) over an OpenAI-compatible HTTP API."""
     try:
         from .serve import ServeSettings
@@ -131,7 +132,7 @@ def serve(model: str | None, host: str, port: int, api_key: str | None, parallel
 
     with failures():
         load = LoadConfig(backend=backend, context_len=ctx, parallel_slots=parallel, flash_attn=flash_attn,  # type: ignore[arg-type]
-                          gpu_layers=gpu_layers, prefix_cache=prefix_cache)
+                          gpu_layers=gpu_layers, n_threads=threads, prefix_cache=prefix_cache)
         settings = ServeSettings(model=model, served_name=served_model_name, api_key=api_key or None, load=load)
         run_server(settings, host=host, port=port, log_level=log_level, say=lambda line: click.echo(line, err=True))
 

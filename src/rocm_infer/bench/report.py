@@ -15,7 +15,10 @@ keys are strings) and ``rows``.
 Each row: ``id`` (stable: ``single_stream_decode``, ``ttft_short``, ``ttft_long``,
 ``aggregate_greedy_N``, ``aggregate_sampled_N``, ``classify``, ``prefix_second_request_ttft``,
 ``prefix_chat_last_turn_ttft``, ``prefix_few_shot_classify``, ``prefix_shared_system_prompt``,
-``prefix_shared_system_prompt_computed`` (in-process only), ``model_memory``, ``vram_used``),
+``prefix_shared_system_prompt_computed`` (in-process only), ``serve_aggregate_greedy_N``,
+``serve_aggregate_sampled_N`` (N streaming chat clients over HTTP: ``rocm-infer serve`` on the
+in-process path, with the library's ``achat`` as the reference), ``serve_ttft_N``,
+``model_memory``, ``vram_used``),
 ``workload`` (in words), ``path`` (``in-process`` or ``llama-server``), ``backend``,
 ``flash_attn``, ``value``, ``unit`` (``tok/s``, ``ms``, ``prompts/s``, ``MiB``, ``tokens``), ``higher_is_better``, ``reference`` (null where there is none),
 ``reference_name``, ``ratio`` (value / reference), ``vs_server`` (an in-process row's
@@ -76,10 +79,34 @@ def _backend_rows(figures: dict[str, Any], refs: dict[str, Any], settings: dict[
         if "prompt_tokens_computed" in system:  # in-process only: the engine's counters
             rows.append(_row("prefix_shared_system_prompt_computed", "  of their prompt tokens, computed", system["prompt_tokens_computed"],
                              "tokens", False, system["prompt_tokens"], "all their prompt tokens"))
+    rows += _serve_rows(figures.get("serve", {}))
     if figures.get("model_memory_bytes"):  # in-process only: llama-server does not say
         rows.append(_row("model_memory", "model memory (weights + context)", figures["model_memory_bytes"] / MIB, "MiB", False))
     if figures.get("vram_used_bytes") is not None:
         rows.append(_row("vram_used", "VRAM used while loaded (whole card)", figures["vram_used_bytes"] / MIB, "MiB", False))
+    return rows
+
+
+def _serve_rows(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """The serve workload's rows: aggregate tokens/s per sampling and client count, and the
+    greedy rounds' median time to first token; references are the library's same rounds."""
+    server = figures.get("serve") or figures.get("llama_server")
+    if not server:
+        return []
+    library = figures.get("library", {})
+    reference_name = "in-process achat, no HTTP"
+    rows = []
+    for kind, rounds in server.items():
+        for n, r in rounds.items():
+            ref = library.get(kind, {}).get(n, {}).get("aggregate_tokens_per_s")
+            sampling = kind if kind == "greedy" else f"{kind} (llama-server's defaults)"
+            rows.append(_row(f"serve_aggregate_{kind}_{n}", f"HTTP, {n} streaming chat client{'s' if n > 1 else ''}, {sampling}",
+                             r["aggregate_tokens_per_s"], "tok/s", True, ref, reference_name))
+    for n, r in server.get("greedy", {}).items():
+        ref = library.get("greedy", {}).get(n, {}).get("ttft_median_s")
+        rows.append(_row(f"serve_ttft_{n}", f"HTTP, first token, {n} chat client{'s' if n > 1 else ''} (median)",
+                         r["ttft_median_s"] * 1000 if r["ttft_median_s"] is not None else None, "ms", False,
+                         ref * 1000 if ref is not None else None, reference_name))
     return rows
 
 

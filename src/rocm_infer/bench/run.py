@@ -4,8 +4,10 @@ For each flash-attention mode asked for, llama.cpp's tools give the limits (llam
 prefill and one-stream decode; llama-batched-bench: aggregate decode at each stream
 count), then each backend runs the same token-id prompts (``workloads``), one model load
 at a time: two llama.cpp contexts in one process each keep an OpenMP pool whose
-spinning threads would slow the other.  ``report.rows`` turns the raw figures into the
-rows users read.  It asserts nothing.
+spinning threads would slow the other.  The serve workload (``serve``) puts the same
+model behind HTTP: ``rocm-infer serve`` for an in-process backend, with the library's own
+``achat`` as its reference, and llama-server for that backend, one server at a time.
+``report.rows`` turns the raw figures into the rows users read.  It asserts nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Any
 from .. import build_info, load_model, vram_info
 from ..build import package_commit
 from ..cpu_threads import default_threads
+from ..errors import EngineError
 from ..models import resolve_model_path
-from . import prefix, reference, workloads
+from . import prefix, reference, serve, workloads
+from .report import PATHS
 
 SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}
 
@@ -40,21 +44,30 @@ class BenchSettings:
     ttft_long_tokens: int = 512
     classify_prompts: int = 64
     prefix_tokens: int = 1500  # 0: no prefix-cache workload
+    serve_clients: list[int] = field(default_factory=lambda: [1, 16])  # []: no serve workload
     repetitions: int = 3  # llama-bench's
     references_twice: bool = True  # before and after the backends, averaged
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchSettings:
-        """About a minute with Gemma 3 270M on a quiet 2-core CPU."""
+        """About a minute with Gemma 3 270M on a quiet 2-core CPU.  The serve workload keeps
+        one client count (4): starting each server costs more than its rounds."""
         return replace(cls(streams=[1, 4, 16], gen_tokens=32, ttft_long_tokens=256, classify_prompts=32, prefix_tokens=256,
-                           repetitions=2, references_twice=False), **overrides)
+                           serve_clients=[4], repetitions=2, references_twice=False), **overrides)
+
+
+def serve_contenders(backend: str) -> tuple[str, ...]:
+    """The serve workload's servers for one backend: an in-process one behind ``rocm-infer
+    serve``, with ``library`` (its ``achat``, no HTTP) as the reference; llama-server itself."""
+    return {"in-process": ("serve", "library"), "llama-server": ("llama_server",)}.get(PATHS.get(backend, ""), ())
 
 
 def step_count(settings: BenchSettings) -> int:
     """Progress steps of ``run``: one per call of its ``tick``."""
     per_backend = 4 + 2 * len(settings.streams) + (1 if settings.prefix_tokens else 0)
+    serving = sum(len(serve_contenders(b)) for b in settings.backends) * (1 + len(serve.SAMPLING) * len(settings.serve_clients))
     references = 2 * (2 if settings.references_twice else 1)
-    return len(settings.flash_attn) * (references + len(settings.backends) * per_backend) + 1
+    return len(settings.flash_attn) * (references + len(settings.backends) * per_backend + (serving if settings.serve_clients else 0)) + 1
 
 
 def _vram_used() -> int | None:
@@ -98,6 +111,30 @@ def _measure(backend: str, path: Path, prompts: dict[str, Any], settings: BenchS
         with load_model(path, parallel_slots=prefix.SYSTEM_REQUESTS, prefix_cache=True, context_len=max(8192, 4 * (settings.prefix_tokens + 64)),
                         **common) as cached:
             figures["prefix"] = prefix.workloads(cached, prompts["prefix"], settings.classify_prompts)
+    if settings.serve_clients:
+        figures["serve"] = _serve(backend, path, settings, flash_attn, tick)
+    return figures
+
+
+def _serve(backend: str, path: Path, settings: BenchSettings, flash_attn: str, tick: Callable[[str], None]) -> dict[str, Any]:
+    """Each server alone on the machine (two at once would double the model's memory on a
+    card), every client count and sampling; a failed client fails the run: its round's
+    figures would not be the workload asked for."""
+    slots = max(settings.serve_clients)
+    in_process = PATHS.get(backend) == "in-process"
+    config = serve.ServeConfig(path, slots=slots, context=max(4096, slots * (128 + settings.gen_tokens)), threads=settings.threads,
+                               flash_attn=flash_attn, backend=backend if in_process else None)
+    figures: dict[str, Any] = {}
+    for name in serve_contenders(backend):
+        tick(f"{backend}: starting {name} for the serve workload")
+        with serve.contender(name, config) as runner:
+            for sampling in serve.SAMPLING:
+                for n in settings.serve_clients:
+                    tick(f"{name}: {n} chat clients, {sampling}")
+                    result = runner(n, sampling, settings.gen_tokens)
+                    if result.errors:
+                        raise EngineError(f"serve workload, {name}, {n} clients: a client failed: {result.errors[0]}")
+                    figures.setdefault(name, {}).setdefault(sampling, {})[n] = asdict(result)
     return figures
 
 

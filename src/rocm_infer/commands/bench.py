@@ -20,13 +20,13 @@ FLASH_MODES = {"auto": ["auto"], "on": ["on"], "off": ["off"], "both": ["on", "o
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
-def _counts(text: str) -> list[int]:
+def _counts(text: str, what: str = "stream counts") -> list[int]:
     try:
         counts = [int(part) for part in text.split(",")]
     except ValueError as exc:
         raise click.BadParameter(f"expected numbers separated by commas, got {text!r}") from exc
     if not counts or min(counts) < 1:
-        raise click.BadParameter(f"stream counts must be >= 1, got {text!r}")
+        raise click.BadParameter(f"{what} must be >= 1, got {text!r}")
     return counts
 
 
@@ -48,8 +48,10 @@ def _counts(text: str) -> list[int]:
 @click.option("--ttft-long", default=None, type=int, help="Long prompt for time to first token [512; quick: 256].")
 @click.option("--classify-prompts", default=None, type=int, help="Prompts in the classify workload [64; quick: 32].")
 @click.option("--prefix-tokens", default=None, type=int, help="Shared prefix of the prefix-cache workload, 0 to skip it [1500; quick: 256].")
+@click.option("--serve-clients", default=None,
+              help="Concurrent streaming chat clients of the serve workload (rocm-infer serve and llama-server over HTTP), 0 to skip it [1,16; quick: 4].")
 def bench(model_arg: str | None, model: str | None, quick: bool, as_json: bool, out: Path | None, plot: Path | None, backends: str,
-          flash_attn: str, threads: int, streams: str | None, **lengths: int | None) -> None:
+          flash_attn: str, threads: int, streams: str | None, serve_clients: str | None, **lengths: int | None) -> None:
     """Measure in-process and llama-server on MODEL next to llama-bench and llama-batched-bench (same build)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -69,6 +71,8 @@ def bench(model_arg: str | None, model: str | None, quick: bool, as_json: bool, 
         raise click.UsageError("token and prompt counts must be >= 1 (--prefix-tokens >= 0)")
     if streams is not None:
         overrides["streams"] = _counts(streams)
+    if serve_clients is not None:
+        overrides["serve_clients"] = [] if serve_clients.strip() == "0" else _counts(serve_clients, "client counts")
     overrides |= {"model": model_arg or model, "threads": threads, "backends": backends.split(","), "flash_attn": FLASH_MODES[flash_attn]}
     settings = BenchSettings.quick(**overrides) if quick else BenchSettings(**overrides)
 
