@@ -43,9 +43,10 @@ import httpx
 
 from .. import load_model
 from ..chat_templates import template_for
-from ..errors import BackendUnavailableError, InvalidConfigError, RequestTimeoutError, RocmInferError
+from ..errors import BackendUnavailableError, InvalidConfigError, InvalidModelError, RequestTimeoutError, RocmInferError
 from ..gguf_header import HeaderReader
 from ..interface import TextModel
+from ..models import check_gguf_file
 from ..server.model import server_args
 from ..server.process import TERM_GRACE_S, ServerProcess, _die_with_parent, binary_problem, find_server_binary
 from ..types import LoadConfig
@@ -268,10 +269,12 @@ def _builtin_template(model: Path) -> str | None:
     """The built-in template for a GGUF without its own (llama-server would fall back to
     ChatML, which makes a Gemma model end its turn at once), as the llama_server backend
     chooses it; None when the GGUF has one."""
-    header = HeaderReader(model)
-    if header.value("tokenizer.chat_template"):
-        return None
-    return template_for(None, str(header.value("general.architecture") or ""))
+    try:
+        header = HeaderReader(model)
+        own, architecture = header.value("tokenizer.chat_template"), header.value("general.architecture")
+    except Exception as exc:  # noqa: BLE001 - whatever a corrupt header makes the parser raise
+        raise InvalidModelError(f"{model}: unreadable GGUF metadata: {exc}") from exc
+    return None if own else template_for(None, str(architecture or ""))
 
 
 @contextmanager
@@ -296,10 +299,12 @@ def _library(config: ServeConfig) -> Iterator[Runner]:
 
 @contextmanager
 def contender(name: str, config: ServeConfig) -> Iterator[Runner]:
-    """One contender started and warmed up (one client, greedy, 4 tokens), stopped on exit."""
+    """One contender started and warmed up (one client, greedy, 4 tokens), stopped on exit.
+    A file that is plainly no model fails here, typed, before any child starts."""
     starters = {"serve": _rocm_infer_serve, "llama_server": _llama_server, "library": _library}
     if name not in starters:
         raise InvalidConfigError(f"unknown contender {name!r}: expected one of {', '.join(CONTENDERS)}")
+    check_gguf_file(config.model)
     with starters[name](config) as runner:
         runner(1, "greedy", 4)
         yield runner
