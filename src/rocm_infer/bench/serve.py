@@ -4,8 +4,10 @@ Contenders, each on the same model, slots and context, on 127.0.0.1 only:
 
 - ``serve``: a ``rocm-infer serve`` child (the in-process engine behind HTTP);
 - ``llama_server``: the package's llama-server child, started as its llama_server
-  backend starts it (``server.process.ServerProcess`` with ``server.model.server_args``);
+  backend starts it;
 - ``library``: ``achat`` in this process, no HTTP: what a server should come close to.
+
+``bench.servers`` starts and stops the two children.
 
 A round starts N clients at once, each with its own prompt, ``ignore_eos`` and
 ``max_tokens`` (so every client asks for the same work), as httpx streams in this
@@ -15,41 +17,29 @@ tokens/s and the errors.  ``rocm-infer bench`` runs one contender at a time;
 ``benchmarks/serve_load.py`` runs them side by side, taking turns round by round.
 
 Bounded: a round past ``round_timeout_s`` is a ``RequestTimeoutError``; a server that
-does not start is a ``BackendUnavailableError`` (or the loader's own typed error), and
-the child is stopped whatever happens (SIGTERM, then SIGKILL; it also dies with this
-process).  Failed clients are recorded in ``Round.errors``, not raised: a load test
-reports them, the bench raises.
+does not start is a typed error, and a child is stopped whatever happens.  Failed
+clients are recorded in ``Round.errors``, not raised: a load test reports them, the
+bench raises.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import secrets
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from .. import load_model
-from ..chat_templates import template_for
-from ..errors import BackendUnavailableError, InvalidConfigError, InvalidModelError, RequestTimeoutError, RocmInferError
-from ..gguf_header import HeaderReader
+from ..errors import InvalidConfigError, RequestTimeoutError, RocmInferError
 from ..interface import TextModel
 from ..models import check_gguf_file
-from ..server.model import server_args
-from ..server.process import TERM_GRACE_S, ServerProcess, _die_with_parent, binary_problem, find_server_binary
-from ..types import LoadConfig
+from .servers import Endpoint, ServeConfig, llama_server, rocm_infer_serve
 
 CONTENDERS = ("serve", "llama_server", "library")
 # "sampled" names every filter: llama-server fills in what a request leaves out with its own
@@ -60,22 +50,6 @@ SAMPLING: dict[str, dict[str, float]] = {
     "greedy": {"temperature": 0.0},
     "sampled": {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05},
 }
-READY_LIMIT_S = 300.0  # a big model from a slow disk
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """What every contender is given.  ``backend``: the in-process backend of ``serve`` and
-    ``library`` (None: the first available, as ``rocm-infer serve`` picks it)."""
-
-    model: Path
-    slots: int
-    context: int
-    prefix_cache: bool = False
-    threads: int = 0
-    flash_attn: str = "auto"
-    backend: str | None = None
-    round_timeout_s: float = 300.0
 
 
 @dataclass
@@ -168,13 +142,13 @@ async def _http_client(client: httpx.AsyncClient, url: str, body: dict[str, Any]
     return result
 
 
-def _http_runner(contender: str, base: str, headers: dict[str, str], extra: dict[str, Any], timeout_s: float) -> Runner:
+def _http_runner(contender: str, endpoint: Endpoint, timeout_s: float) -> Runner:
     async def round_(n: int, sampling: str, max_tokens: int) -> tuple[list[ClientResult], float]:
         limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), headers=headers) as client:
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), headers=endpoint.headers) as client:
             bodies = [{"messages": messages(i), "max_tokens": max_tokens, "stream": True, "ignore_eos": True,
-                       "stream_options": {"include_usage": True}, "seed": i, **SAMPLING[sampling], **extra} for i in range(n)]
-            url = f"{base}/v1/chat/completions"
+                       "stream_options": {"include_usage": True}, "seed": i, **SAMPLING[sampling], **endpoint.body} for i in range(n)]
+            url = f"{endpoint.base_url}/v1/chat/completions"
             return await _bounded(contender, n, timeout_s, [_http_client(client, url, body) for body in bodies])
 
     return lambda n, sampling, max_tokens: summarise(contender, sampling, *asyncio.run(round_(n, sampling, max_tokens)))
@@ -205,89 +179,10 @@ def _library_runner(model: TextModel, timeout_s: float) -> Runner:
     return lambda n, sampling, max_tokens: summarise("library", sampling, *asyncio.run(round_(n, sampling, max_tokens)))
 
 
-# ---- the servers ---------------------------------------------------------------------------------
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (serve shuts down gracefully), then SIGKILL."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(TERM_GRACE_S + 5)  # serve's own graceful shutdown is 5 s
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
-
-
-def _serve_url(process: subprocess.Popen[bytes], log: Path) -> str:
-    """The base URL once ``/health`` answers 200: the address shows in the log first
-    (``--port 0``), then the model loads (503 meanwhile)."""
-    deadline = time.monotonic() + READY_LIMIT_S
-    url = None
-    with httpx.Client(timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-4:])
-                raise BackendUnavailableError(f"rocm-infer serve exited with code {process.returncode}: {tail or '(no output)'}")
-            if url is None and (match := re.search(r"(http://127\.0\.0\.1:\d+)/v1", log.read_text(errors="replace"))):
-                url = match.group(1)
-            if url is not None:
-                try:
-                    if client.get(f"{url}/health").status_code == 200:
-                        return url
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.1)
-    raise BackendUnavailableError(f"rocm-infer serve was not ready after {READY_LIMIT_S:.0f} s")
-
-
 @contextmanager
-def _rocm_infer_serve(config: ServeConfig) -> Iterator[Runner]:
-    """A ``rocm-infer serve`` child behind a random API key (passed in its environment:
-    argv is readable by every local user).  Spawned from the calling thread, whose exit
-    would end the child (``PR_SET_PDEATHSIG`` follows the thread): callers hold the
-    context on the thread that entered it."""
-    key = secrets.token_urlsafe(24)
-    cmd = [sys.executable, "-m", "rocm_infer.cli", "serve", str(config.model), "--host", "127.0.0.1", "--port", "0",
-           "--parallel", str(config.slots), "--ctx", str(config.context), "--flash-attn", config.flash_attn,
-           "--threads", str(config.threads), "--log-level", "warning",
-           "--prefix-cache" if config.prefix_cache else "--no-prefix-cache", *(["--backend", config.backend] if config.backend else [])]
-    env = {k: v for k, v in os.environ.items() if k != "ROCM_INFER_LOG"} | {"ROCM_INFER_API_KEY": key}
-    with tempfile.TemporaryDirectory(prefix="rocm-infer-bench-serve-") as workdir:
-        log = Path(workdir) / "serve.log"
-        with log.open("wb") as sink:
-            try:
-                process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink, env=env,
-                                           preexec_fn=_die_with_parent, close_fds=True)
-            except OSError as exc:
-                raise BackendUnavailableError(f"rocm-infer serve could not be started: {exc}") from exc
-        try:
-            yield _http_runner("serve", _serve_url(process, log), {"Authorization": f"Bearer {key}"}, {}, config.round_timeout_s)
-        finally:
-            _stop(process)
-
-
-def _builtin_template(model: Path) -> str | None:
-    """The built-in template for a GGUF without its own (llama-server would fall back to
-    ChatML, which makes a Gemma model end its turn at once), as the llama_server backend
-    chooses it; None when the GGUF has one."""
-    try:
-        header = HeaderReader(model)
-        own, architecture = header.value("tokenizer.chat_template"), header.value("general.architecture")
-    except Exception as exc:  # noqa: BLE001 - whatever a corrupt header makes the parser raise
-        raise InvalidModelError(f"{model}: unreadable GGUF metadata: {exc}") from exc
-    return None if own else template_for(None, str(architecture or ""))
-
-
-@contextmanager
-def _llama_server(config: ServeConfig) -> Iterator[Runner]:
-    binary, _ = find_server_binary()
-    problem = binary_problem(binary)
-    if problem is not None or binary is None:
-        raise BackendUnavailableError(problem or "no llama-server binary")
-    load = LoadConfig(backend="llama_server", parallel_slots=config.slots, context_len=config.context, prefix_cache=config.prefix_cache,
-                      n_threads=config.threads, flash_attn=config.flash_attn)  # type: ignore[arg-type]
-    with ServerProcess(binary, server_args(config.model, load, _builtin_template(config.model))) as process:
-        yield _http_runner("llama_server", process.base_url, {"Authorization": f"Bearer {process.api_key}"},
-                           {"cache_prompt": config.prefix_cache}, config.round_timeout_s)
+def _server(name: str, config: ServeConfig) -> Iterator[Runner]:
+    with (rocm_infer_serve if name == "serve" else llama_server)(config) as endpoint:
+        yield _http_runner(name, endpoint, config.round_timeout_s)
 
 
 @contextmanager
@@ -301,10 +196,9 @@ def _library(config: ServeConfig) -> Iterator[Runner]:
 def contender(name: str, config: ServeConfig) -> Iterator[Runner]:
     """One contender started and warmed up (one client, greedy, 4 tokens), stopped on exit.
     A file that is plainly no model fails here, typed, before any child starts."""
-    starters = {"serve": _rocm_infer_serve, "llama_server": _llama_server, "library": _library}
-    if name not in starters:
+    if name not in CONTENDERS:
         raise InvalidConfigError(f"unknown contender {name!r}: expected one of {', '.join(CONTENDERS)}")
     check_gguf_file(config.model)
-    with starters[name](config) as runner:
+    with _library(config) if name == "library" else _server(name, config) as runner:
         runner(1, "greedy", 4)
         yield runner
