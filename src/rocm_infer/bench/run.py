@@ -29,6 +29,7 @@ from . import prefix, reference, serve, workloads
 from .report import PATHS
 
 SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "seed": 1}
+SERVE_LABELS = {"serve": "rocm-infer serve", "llama_server": "llama-server", "library": "library achat"}
 
 
 @dataclass
@@ -126,11 +127,12 @@ def _serve(backend: str, path: Path, settings: BenchSettings, flash_attn: str, t
                                flash_attn=flash_attn, backend=backend if in_process else None)
     figures: dict[str, Any] = {}
     for name in serve_contenders(backend):
-        tick(f"{backend}: starting {name} for the serve workload")
+        label = SERVE_LABELS[name]
+        tick(f"starting {label}")
         with serve.contender(name, config) as runner:
             for sampling in serve.SAMPLING:
                 for n in settings.serve_clients:
-                    tick(f"{name}: {n} chat clients, {sampling}")
+                    tick(f"{label}: {n} chat clients, {sampling}")
                     result = runner(n, sampling, settings.gen_tokens)
                     if result.errors:
                         raise EngineError(f"serve workload, {name}, {n} clients: a client failed: {result.errors[0]}")
