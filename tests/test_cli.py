@@ -201,6 +201,16 @@ def test_bench_quick_json_has_the_documented_keys_and_writes_only_what_is_asked(
     assert "HTTP, 2 streaming chat clients, greedy" in text
 
 
+def test_bench_without_the_serve_extra_skips_the_serve_workload_or_refuses_it(tmp_path):
+    """uvicorn made unimportable: asked for, the serve workload is a usage error; by
+    default it is skipped with a note (the run then fails on the missing model, as usual)."""
+    no_uvicorn = [sys.executable, "-c", "import sys; sys.modules['uvicorn'] = None; from rocm_infer.cli import main; main()", "bench"]
+    asked = subprocess.run([*no_uvicorn, "--serve-clients", "1"], capture_output=True, text=True, timeout=120)
+    assert asked.returncode == 2 and "pip install 'rocm-infer[serve]'" in asked.stderr and "--serve-clients 0" in asked.stderr
+    default = subprocess.run([*no_uvicorn, str(tmp_path / "missing.gguf")], capture_output=True, text=True, timeout=120)
+    assert default.returncode == 1 and "skipping the serve workload" in default.stderr and "ModelNotFoundError" in default.stderr
+
+
 def test_log_level_from_flags_then_environment():
     import logging
 

@@ -9,6 +9,7 @@ die with this process (``PR_SET_PDEATHSIG``).  A server that does not start is a
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
@@ -59,6 +60,15 @@ class Endpoint:
     base_url: str
     headers: dict[str, str]
     body: dict[str, Any] = field(default_factory=dict)
+
+
+def serve_extra_missing() -> str | None:
+    """Why ``rocm-infer serve`` cannot run in this installation, or None: it needs the
+    'serve' extra, which ``rocm-infer bench`` does not otherwise."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return f"rocm-infer serve needs the 'serve' extra ({' and '.join(missing)} missing): pip install 'rocm-infer[serve]'"
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def bench(model_arg: str | None, model: str | None, quick: bool, as_json: bool, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..bench.report import document, table, write
-    from ..bench.run import BenchSettings, run, step_count
+    from ..bench.run import BenchSettings, run, serve_contenders, step_count
+    from ..bench.servers import serve_extra_missing
 
     if model_arg and model and model_arg != model:
         raise click.UsageError(f"two models given: {model_arg!r} and --model {model!r}")
@@ -75,6 +77,12 @@ def bench(model_arg: str | None, model: str | None, quick: bool, as_json: bool, 
         overrides["serve_clients"] = [] if serve_clients.strip() == "0" else _counts(serve_clients, "client counts")
     overrides |= {"model": model_arg or model, "threads": threads, "backends": backends.split(","), "flash_attn": FLASH_MODES[flash_attn]}
     settings = BenchSettings.quick(**overrides) if quick else BenchSettings(**overrides)
+    serving = settings.serve_clients and any("serve" in serve_contenders(b) for b in settings.backends)
+    if serving and (why := serve_extra_missing()):
+        if serve_clients is not None:
+            raise click.UsageError(f"{why} (or --serve-clients 0)")
+        settings = replace(settings, serve_clients=[])  # a default workload the installation cannot run: said, not failed
+        click.echo(f"skipping the serve workload: {why}", err=True)
 
     with failures():
         with Progress(TextColumn("{task.description:<46}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
