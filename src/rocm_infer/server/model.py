@@ -73,6 +73,11 @@ class ServerModel(TextModel):
         self._closed = False
         self._cache_prompt = config.prefix_cache
         self._workers = LiveWorkers()
+        # one client for the short requests (model facts, chat rendering, detokenizing):
+        # ``httpx.request`` builds a client, and with it an SSL context, per call; on every
+        # chat request that cost a few ms and fragmented the heap (the soak's RSS grew 21%
+        # over 600 requests, 7% with this client)
+        self._control = httpx.Client(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0))
         self._process = ServerProcess(binary, server_args(path, config, None))
         try:
             facts = self._load_facts()
@@ -93,6 +98,7 @@ class ServerModel(TextModel):
             self._byte_spellings: dict[str, list[int] | None] = {}
         except BaseException:
             self._process.close()
+            self._control.close()
             raise
 
     @property
@@ -125,9 +131,11 @@ class ServerModel(TextModel):
     def _request(self, method: str, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._process.api_key}"}
         try:
-            response = httpx.request(method, self._process.base_url + route, headers=headers, json=body, timeout=10.0)
+            response = self._control.request(method, self._process.base_url + route, headers=headers, json=body)
         except httpx.HTTPError as exc:  # a broken connection: typed, with the child's state
             raise self._crash_error(exc) from exc
+        except RuntimeError as exc:  # httpx: the client was closed, by ``close`` on another thread
+            raise ModelClosedError("the model was closed while this request was live") from exc
         if response.status_code != 200:
             raise http_error(response)
         try:
@@ -216,6 +224,7 @@ class ServerModel(TextModel):
         self._process.close()
         self._workers.join_all()
         self._client.close()
+        self._control.close()
 
 
 def _own_template(path: Path) -> tuple[str, str, str] | None:
