@@ -166,7 +166,8 @@ def table(doc: dict[str, Any]) -> Any:
                  f"{r['vs_server']:.2f}x" if r["vs_server"] is not None else ""]
         t.add_row(*cells)
     t.caption = ("ratio = value / reference (↑ higher is better, ↓ lower is better); references are llama.cpp's own tools "
-                 "on the same build; prefix cache off except in the prefix rows")
+                 "on the same build; HTTP rows: in-process is rocm-infer serve, its reference the library's achat; "
+                 "prefix cache off except in the prefix rows")
     return t
 
 
