@@ -13,10 +13,11 @@ to finish.  Each request must end in a result or a ``RocmInferError``: anything 
 a crash, and a request still running ``--hang-s`` after it started is a hang.
 
 The process is measured after a warm-up (the first ``--warmup`` requests, on a worker pool
-of their own that is then shut down) and again at the end, once the backend is idle:
-resident memory, threads, open file descriptors, child processes, and the KV cells live
-requests hold (in-process: ``cache_occupancy()``, which leaves out the prefix cache's own
-entries, reported apart; llama-server: slots still processing).  The JSON it prints is
+of their own that is then shut down), half way through the rest, and at the end, once the
+backend is idle: resident memory, the C heap in use, threads, open file descriptors, child
+processes, and the KV cells live requests hold (in-process: ``cache_occupancy()``, which
+leaves out the prefix cache's own entries, reported apart; llama-server: slots still
+processing).  The JSON it prints is
 what ``tests/test_soak.py`` asserts on; a benchmark asserts nothing.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -51,6 +53,7 @@ class ProcessSnapshot:
     """What a leak would grow: memory, threads (Python's and the OS's), fds, children."""
 
     rss_bytes: int
+    heap_in_use_bytes: int | None
     python_threads: int
     os_threads: int
     fds: int
@@ -59,7 +62,27 @@ class ProcessSnapshot:
     @classmethod
     def take(cls) -> ProcessSnapshot:
         gc.collect()  # dropped streams cancel through finalizers: let them run first
-        return cls(_rss_bytes(), threading.active_count(), _os_threads(), len(os.listdir("/proc/self/fd")), len(_children()))
+        return cls(_rss_bytes(), _heap_in_use_bytes(), threading.active_count(), _os_threads(), len(os.listdir("/proc/self/fd")),
+                   len(_children()))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _heap_in_use_bytes() -> int | None:
+    """Bytes the C heap has handed out and not had back (glibc's ``mallinfo2``, all arenas),
+    or None off glibc.  RSS also counts freed memory the allocator keeps for reuse, which
+    rises to a plateau over the first thousand requests or so; a leak grows this figure.
+    By hand because no maintained library reads it (psutil reports RSS only)."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def _rss_bytes() -> int:
@@ -238,9 +261,11 @@ class SoakReport:
     crashes: int = 0
     hangs: int = 0
     seconds: float = 0.0
-    baseline: dict[str, int] = field(default_factory=dict)
-    end: dict[str, int] = field(default_factory=dict)
+    baseline: dict[str, int | None] = field(default_factory=dict)
+    end: dict[str, int | None] = field(default_factory=dict)
     rss_growth_pct: float = 0.0
+    rss_second_half_growth_pct: float = 0.0  # a leak grows in both halves; kept freed memory levels off
+    heap_growth_pct: float | None = None
     kv_end: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -267,7 +292,11 @@ def soak(model: ri.TextModel, requests: int, concurrency: int, cancel_share: flo
     wait_idle(model)
     before = ProcessSnapshot.take()
     warmed = report.done
-    _run_pool(model, jobs[warmup:], concurrency, max_tokens, outcomes, report, started + time_limit_s, hang_s)
+    half = warmup + (requests - warmup) // 2
+    _run_pool(model, jobs[warmup:half], concurrency, max_tokens, outcomes, report, started + time_limit_s, hang_s)
+    wait_idle(model)
+    middle = ProcessSnapshot.take()
+    _run_pool(model, jobs[half:], concurrency, max_tokens, outcomes, report, started + time_limit_s, hang_s)
     report.measured = report.done - warmed
     report.kv_end = wait_idle(model)
     after = ProcessSnapshot.take()
@@ -275,8 +304,15 @@ def soak(model: ri.TextModel, requests: int, concurrency: int, cancel_share: flo
     report.outcomes = dict(outcomes.most_common())
     report.crashes = sum(n for outcome, n in outcomes.items() if "/crash:" in outcome)
     report.baseline, report.end = asdict(before), asdict(after)
-    report.rss_growth_pct = round(100.0 * (after.rss_bytes - before.rss_bytes) / before.rss_bytes, 2)
+    report.rss_growth_pct = _growth_pct(before.rss_bytes, after.rss_bytes)
+    report.rss_second_half_growth_pct = _growth_pct(middle.rss_bytes, after.rss_bytes)
+    if before.heap_in_use_bytes and after.heap_in_use_bytes:
+        report.heap_growth_pct = _growth_pct(before.heap_in_use_bytes, after.heap_in_use_bytes)
     return report
+
+
+def _growth_pct(before: int, after: int) -> float:
+    return round(100.0 * (after - before) / before, 2)
 
 
 def _run_pool(model: ri.TextModel, jobs: list[Job], concurrency: int, max_tokens: int, outcomes: Counter[str],
