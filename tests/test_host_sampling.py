@@ -54,7 +54,7 @@ def ours(row: np.ndarray, config: GenerateConfig, draws: int) -> np.ndarray:
     for step in range(draws // per_step):
         samplers = [HostSampler(config.temperature, config.top_k, config.top_p, config.min_p, seed=step * per_step + i) for i in range(per_step)]
         # small candidate sets and blocks, so widening and the block path both run
-        tokens.extend(sample_rows(np.tile(row, (per_step, 1)), samplers, candidates=64, block=8).tolist())
+        tokens.extend(sample_rows(np.tile(row, (per_step, 1)), samplers, block=8, floor=0.3).tolist())
     return np.array(tokens)
 
 
@@ -123,7 +123,7 @@ def test_rows_with_different_settings_in_one_step_each_keep_their_distribution()
     for step in range(DRAWS // 100):
         samplers = [HostSampler(c.temperature, c.top_k, c.top_p, c.min_p, seed=step * per_step + i)
                     for i, c in enumerate(mix * 100)]
-        tokens = sample_rows(np.tile(row, (per_step, 1)), samplers, candidates=64, block=8)
+        tokens = sample_rows(np.tile(row, (per_step, 1)), samplers, block=8, floor=0.3)
         for i in range(len(mix)):
             drawn[i].extend(tokens[i::len(mix)].tolist())
     for config, tokens in zip(mix, drawn):
