@@ -72,6 +72,33 @@ def test_sixteen_concurrent_streams_complete_with_their_own_metrics(server):
         assert metrics.time_to_first_token_s > 0
 
 
+def _readers() -> int:
+    return sum(thread.name == "rocm-infer-sse" for thread in threading.enumerate())
+
+
+def test_streams_past_the_slots_wait_for_a_reader_and_the_readers_stay_as_many(gemma_path):
+    """One reader thread per slot, started with the model and reused (a thread per request
+    made RSS climb): more requests than slots wait their turn, a cancelled one that is still
+    waiting ends cancelled, and the readers end with the model."""
+    before = _readers()
+    with ri.load_model(gemma_path, backend="llama_server", parallel_slots=2, context_len=1024) as small:
+        assert _readers() - before == 2
+        seen: list[int] = []
+        streams = [small.generate(f"Story {i}: once upon a time", max_tokens=24, ignore_eos=True) for i in range(5)]
+        waiting = small.generate("This one is cancelled while it waits", max_tokens=24, ignore_eos=True)
+        waiting.cancel()
+        counts = []
+        for stream in streams:
+            counts.append(len(list(stream)))
+            seen.append(_readers() - before)
+        list(waiting)
+        assert waiting.finish_reason == "cancelled"
+        assert counts == [24] * 5 and set(seen) == {2}
+        assert len(small.classify([f"Label {i}:" for i in range(5)])) == 5
+        assert _readers() - before == 2
+    assert _readers() == before
+
+
 def test_cancel_ends_one_stream_and_the_server_keeps_serving(server):
     keep = server.generate(PROMPTS[0], max_tokens=24, ignore_eos=True)
     drop = server.generate(PROMPTS[1], max_tokens=2000)

@@ -140,7 +140,7 @@ def test_a_broken_stream_ends_with_a_typed_error(name):
         sink: queue.SimpleQueue = queue.SimpleQueue()
         with httpx.Client(base_url=f"http://127.0.0.1:{stub.server_address[1]}") as client:
             worker = StreamWorker(client, {"prompt": "x"}, GenerateConfig(), sink, False, lambda exc: ri.ServerCrashedError(str(exc)))
-            worker.start()
+            threading.Thread(target=worker.run, daemon=True).start()
             items = [sink.get(timeout=NEVER_S)]
             while not isinstance(items[-1], Finished):
                 items.append(sink.get(timeout=NEVER_S))

@@ -33,7 +33,8 @@ class OpenAIModel(TextModel):
         self._closed = False
         self._base_url = base_url.rstrip("/")
         self._who = f"the server at {self._base_url}"
-        self._workers = LiveWorkers()
+        # the server's slots are unknown unless given: 64 requests in flight, more wait their turn here
+        self._workers = LiveWorkers(config.parallel_slots or 64)
         self._client = httpx.Client(
             base_url=self._base_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
