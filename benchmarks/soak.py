@@ -14,10 +14,10 @@ a crash, and a request still running ``--hang-s`` after it started is a hang.
 
 The process is measured after a warm-up (the first ``--warmup`` requests, on a worker pool
 of their own that is then shut down), half way through the rest, and at the end, once the
-backend is idle: resident memory, the C heap in use, threads, open file descriptors, child
-processes, and the KV cells live requests hold (in-process: ``cache_occupancy()``, which
-leaves out the prefix cache's own entries, reported apart; llama-server: slots still
-processing).  The JSON it prints is
+backend is idle: resident memory, the C heap in use, Python's allocated blocks, threads,
+open file descriptors, child processes, and the KV cells live requests hold (in-process:
+``cache_occupancy()``, which leaves out the prefix cache's own entries, reported apart;
+llama-server: slots still processing).  The JSON it prints is
 what ``tests/test_soak.py`` asserts on; a benchmark asserts nothing.
 """
 
@@ -54,6 +54,7 @@ class ProcessSnapshot:
 
     rss_bytes: int
     heap_in_use_bytes: int | None
+    python_blocks: int  # objects Python's own allocator holds (from mmap: mallinfo2 cannot see them)
     python_threads: int
     os_threads: int
     fds: int
@@ -62,7 +63,7 @@ class ProcessSnapshot:
     @classmethod
     def take(cls) -> ProcessSnapshot:
         gc.collect()  # dropped streams cancel through finalizers: let them run first
-        return cls(_rss_bytes(), _heap_in_use_bytes(), threading.active_count(), _os_threads(), len(os.listdir("/proc/self/fd")),
+        return cls(_rss_bytes(), _heap_in_use_bytes(), sys.getallocatedblocks(), threading.active_count(), _os_threads(), len(os.listdir("/proc/self/fd")),
                    len(_children()))
 
 
@@ -74,7 +75,8 @@ class _MallInfo2(ctypes.Structure):
 def _heap_in_use_bytes() -> int | None:
     """Bytes the C heap has handed out and not had back (glibc's ``mallinfo2``, all arenas),
     or None off glibc.  RSS also counts freed memory the allocator keeps for reuse, which
-    rises to a plateau over the first thousand requests or so; a leak grows this figure.
+    rises to a plateau over the first thousand requests or so; a leak of C memory grows
+    this figure (one of Python objects grows ``python_blocks``).
     By hand because no maintained library reads it (psutil reports RSS only)."""
     try:
         mallinfo2 = ctypes.CDLL(None).mallinfo2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -97,6 +98,19 @@ def test_streams_past_the_slots_wait_for_a_reader_and_the_readers_stay_as_many(g
         assert len(small.classify([f"Label {i}:" for i in range(5)])) == 5
         assert _readers() - before == 2
     assert _readers() == before
+
+
+def test_a_model_dropped_unclosed_lets_its_readers_go(gemma_path):
+    before = set(threading.enumerate())
+    dropped = ri.load_model(gemma_path, backend="llama_server", parallel_slots=2, context_len=1024)
+    assert len(list(dropped.generate("Hi", max_tokens=2, ignore_eos=True))) == 2
+    readers = [t for t in threading.enumerate() if t.name == "rocm-infer-sse" and t not in before]
+    assert len(readers) == 2
+    del dropped
+    gc.collect()
+    for thread in readers:
+        thread.join(60.0)  # a bound for a broken build only: a working one ends them at once
+    assert not any(thread.is_alive() for thread in readers)
 
 
 def test_cancel_ends_one_stream_and_the_server_keeps_serving(server):

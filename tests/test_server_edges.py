@@ -20,7 +20,7 @@ from near_tie import assert_same_until_near_tie
 
 import rocm_infer as ri
 from rocm_infer.server.chunks import UNKNOWN_ID
-from rocm_infer.server.client import StreamWorker
+from rocm_infer.server.client import LiveWorkers, StreamWorker
 from rocm_infer.server.process import ServerProcess, find_server_binary
 from rocm_infer.stream import Finished
 from rocm_infer.types import GenerateConfig
@@ -149,6 +149,46 @@ def test_a_broken_stream_ends_with_a_typed_error(name):
     assert finished.reason == "error"
     assert isinstance(finished.error, ri.ServerCrashedError), finished.error
     assert name == "no final chunk" or finished.error.__cause__ is not None
+
+
+class _Holds(http.server.BaseHTTPRequestHandler):
+    """A stand-in for a busy server: holds every POST until ``release`` is set, then
+    ends the stream with a final chunk."""
+
+    release = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.release.wait(NEVER_S)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\n" + _sse(b'data: {"tokens": [], "content": "", "stop": true, "stop_type": "limit"}\n\n'))
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_request_cancelled_while_it_waits_for_a_reader_ends_at_once():
+    """With every reader busy, a cancelled request that waits its turn gets its end from
+    ``cancel`` itself, not once a reader frees (a caller's ``cancel()`` would wait that long)."""
+    handler = type("Handler", (_Holds,), {"release": threading.Event()})
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as stub:
+        threading.Thread(target=stub.serve_forever, daemon=True).start()
+        with httpx.Client(base_url=f"http://127.0.0.1:{stub.server_address[1]}") as client:
+            readers = LiveWorkers(1)
+            sinks: list[queue.SimpleQueue] = [queue.SimpleQueue(), queue.SimpleQueue()]
+            busy, waiting = (StreamWorker(client, {"prompt": "x"}, GenerateConfig(), sink, False,
+                                          lambda exc: ri.ServerCrashedError(str(exc))) for sink in sinks)
+            readers.start(busy, lambda: False)
+            readers.start(waiting, lambda: False)
+            waiting.cancel()
+            ended = sinks[1].get_nowait()  # already there: nothing waited for the busy reader
+            handler.release.set()
+            assert isinstance(sinks[0].get(timeout=NEVER_S), Finished)
+            readers.join_all()
+        stub.shutdown()
+    assert isinstance(ended, Finished) and ended.reason == "cancelled"
+    assert sinks[1].empty()  # one end only: the reader that reached it later did not run it
 
 
 # ---- what llama-server streams, made to match the in-process backend ---------------------

@@ -103,7 +103,7 @@ async def _bounded(contender: str, n: int, timeout_s: float, clients: list[Any])
     started = time.perf_counter()
     try:
         results = await asyncio.wait_for(asyncio.gather(*clients), timeout_s)
-    except TimeoutError as exc:
+    except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
         raise RequestTimeoutError(f"{contender}: a round of {n} clients took longer than {timeout_s:.0f} s") from exc
     return list(results), time.perf_counter() - started
 
@@ -135,7 +135,7 @@ async def _http_client(client: httpx.AsyncClient, url: str, body: dict[str, Any]
                         pieces += 1
                         if result.ttft_s is None:
                             result.ttft_s = time.perf_counter() - started
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+    except (httpx.HTTPError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:  # a reply of another shape too
         result.error = f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - started
     result.tokens = result.tokens or pieces

@@ -29,7 +29,7 @@ from ..chat_templates import template_for
 from ..errors import BackendUnavailableError, InvalidModelError
 from ..gguf_header import HeaderReader
 from ..server.model import server_args
-from ..server.process import ServerProcess, _die_with_parent, binary_problem, find_server_binary
+from ..server.process import ServerProcess, binary_problem, die_with_parent, find_server_binary
 from ..types import LoadConfig
 
 READY_LIMIT_S = 300.0  # a big model from a slow disk
@@ -122,7 +122,7 @@ def rocm_infer_serve(config: ServeConfig) -> Iterator[Endpoint]:
         with log.open("wb") as sink:
             try:
                 process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink, env=env,
-                                           preexec_fn=_die_with_parent, close_fds=True)
+                                           preexec_fn=die_with_parent, close_fds=True)
             except OSError as exc:
                 raise BackendUnavailableError(f"rocm-infer serve could not be started: {exc}") from exc
         try:

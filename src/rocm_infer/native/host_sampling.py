@@ -39,7 +39,7 @@ import numpy as np
 
 BLOCK = 16
 # Candidates of a row that top_k does not bound: the tokens whose weight is at least
-# this share of the best one's (at temperature 1: within 10 of the best logit).  On Gemma
+# this share of the best one's (within 10 of the best logit at temperature 1, 10 T at T).  On Gemma
 # 3 270M that is tens to about 1,500 tokens of 262k, on the random-weight stand-in
 # 400-3,700 of 128k holding 98% of the mass, and the 0.95-nucleus lies among them; a row
 # where it does not widens (``_draw_unbounded``).
@@ -90,7 +90,7 @@ def sample_rows(rows: np.ndarray, samplers: Sequence[HostSampler], block: int = 
     """One token per row: ``rows[i]`` (logits, modified in place by penalties) is
     sampled with ``samplers[i]``.  Greedy rows are one argmax over all of them; rows
     that top_k bounds are drawn together from their candidates; the others row by row
-    from the tokens within ``floor`` of their best (``_draw_unbounded``)."""
+    from the tokens whose weight is at least ``floor`` of their best's (``_draw_unbounded``)."""
     tokens = np.empty(len(samplers), dtype=np.int64)
     for i, sampler in enumerate(samplers):
         if sampler.penalised:
@@ -148,10 +148,10 @@ class RowPool:
 
 
 def _draw_top_k_rows(ids: np.ndarray, logits: np.ndarray, samplers: Sequence[HostSampler]) -> np.ndarray:
-    """``_draw`` for rows whose top_k bounds what they keep, all rows in each numpy call:
-    per row, its chain costs a dozen calls on a few dozen candidates, so a step of 16
-    rows paid more in call overhead than in arithmetic.  Same filters, same order, one
-    draw from each request's own generator: the same tokens as ``_draw``."""
+    """The chain for rows whose top_k bounds what they keep, all rows in each numpy call:
+    row by row, the chain cost a dozen calls on a few dozen candidates, so a step of 16
+    rows paid more in call overhead than in arithmetic.  Same filters in llama.cpp's
+    order, one draw from each request's own generator."""
     n_rows, width = logits.shape
     columns = np.arange(width)
     top_k = np.array([s.top_k for s in samplers])
@@ -249,13 +249,15 @@ def _draw_whole_row(row: np.ndarray, best: float, temperature: float, u: float, 
     their sum, then the draw among the heaviest tokens (which hold most of the mass), and
     a running sum over the rest only when it lands past them."""
     weights = _shifted_exp(row, best, temperature)
-    target = u * float(weights.sum())
     head = np.flatnonzero(weights >= floor)
     head_weights = weights[head].astype(np.float64)
     head_total = float(head_weights.sum())
+    weights[head] = 0.0
+    # the total from the same float64 sums the picks walk: a float32 total could land the
+    # target past the running sum's end
+    target = u * (head_total + float(weights.sum(dtype=np.float64)))
     if target < head_total:
         return int(head[_pick(head_weights, target)])
-    weights[head] = 0.0
     return _pick(weights, target - head_total)
 
 
@@ -276,6 +278,7 @@ def _shifted_exp(row: np.ndarray, best: float, temperature: float) -> np.ndarray
 
 
 def _pick(weights: np.ndarray, target: float) -> int:
-    """The index where the running sum of ``weights`` first passes ``target``."""
+    """The index where the running sum of ``weights`` first passes ``target`` (past the
+    end by rounding: the last index with any weight)."""
     index = int(np.searchsorted(np.cumsum(weights, dtype=np.float64), target, side="right"))
-    return min(index, len(weights) - 1)
+    return index if index < len(weights) else int(np.flatnonzero(weights)[-1])

@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -117,13 +118,15 @@ class ReaderThreads:
                 job()  # ``StreamWorker.run`` ends its stream whatever happens
             except Exception:  # a fault past that (a sink that cannot take its end): keep the thread
                 _log.exception("a stream reader failed after its stream ended")
+            del job  # an idle thread must not keep its last request's model alive
 
     def close(self, wait_s: float) -> None:
         """Let the threads end once the queue is empty; wait for them up to ``wait_s``."""
         with self._lock:
+            if not self._closed:
+                for _ in self._threads:
+                    self._jobs.put(None)
             self._closed = True
-        for _ in self._threads:
-            self._jobs.put(None)
         deadline = time.monotonic() + wait_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -143,9 +146,8 @@ class LiveWorkers:
         with self._lock:
             self._workers = {w for w in self._workers if not w.done.is_set()}
             self._workers.add(worker)
-        if not self._threads.submit(worker.run):  # closing: the reader ends the stream at once
+        if not self._threads.submit(worker.run):  # closing: the cancel ends the queued stream at once
             worker.cancel(ModelClosedError("the model was closed while this request was live"))
-            worker.run()
         elif closed():  # the model was closed while this request was being set up
             worker.cancel(ModelClosedError("the model was closed while this request was live"))
 
@@ -154,6 +156,12 @@ class LiveWorkers:
             workers = list(self._workers)
         for worker in workers:
             worker.cancel(ModelClosedError("the model was closed while this request was live"))
+
+    def release_when_dropped(self, model: object) -> None:
+        """End the threads, without waiting, once ``model`` is garbage: a model dropped
+        unclosed must not leave them behind.  The callback holds the threads only (not
+        this object, whose live workers refer back to the model)."""
+        weakref.finalize(model, self._threads.close, 0.0)
 
     def join_all(self, wait_s: float = 5.0) -> None:
         """Wait for every reader to end, then for the threads, against one deadline."""
@@ -201,16 +209,35 @@ class StreamWorker:
         self._first_at = self._last_at = 0.0
         self.submitted_at = time.perf_counter()
         self.done = threading.Event()  # set once its ``Finished`` is on the sink
+        self._state_lock = threading.Lock()
+        self._state = "queued"  # then "running" (on a reader thread) or "ended" (cancelled while queued)
 
     def cancel(self, error: BaseException | None = None) -> None:
-        """End the request; ``error`` (e.g. the model closing) is what its stream raises."""
+        """End the request; ``error`` (e.g. the model closing) is what its stream raises.
+        A request still waiting for a reader thread ends here and now, so the caller's
+        ``cancel()`` does not wait for a slot to free."""
         self._cancel_error = error
         self._cancelled.set()
+        with self._state_lock:
+            queued = self._state == "queued"
+            if queued:
+                self._state = "ended"
+        if queued:
+            self._end("cancelled", error)
+            return
         response = self._response
         if response is not None:
             response.close()
 
+    def _end(self, reason: FinishReason, error: BaseException | None) -> None:
+        self._sink.put(Finished(reason, self._metrics(), error))
+        self.done.set()
+
     def run(self) -> None:
+        with self._state_lock:
+            if self._state == "ended":  # cancelled while it waited: its stream has its end
+                return
+            self._state = "running"
         reason: FinishReason = "error"
         error: BaseException | None = RocmInferError(f"the {self._who} stream reader stopped without a result")
         try:
@@ -219,11 +246,10 @@ class StreamWorker:
         except Exception as exc:  # noqa: BLE001 - every failure becomes the stream's typed error
             reason, error = self._failure(exc)
         finally:
-            self._sink.put(Finished(reason, self._metrics(), error))
-            self.done.set()
+            self._end(reason, error)
 
     def _read(self) -> FinishReason:
-        # a reader may have waited for a thread: what happened meanwhile comes first
+        # a reader may have waited for a thread: a timeout that passed meanwhile comes first
         if self._cancelled.is_set():
             return "cancelled"
         if self._timeout and time.perf_counter() - self.submitted_at > self._timeout:

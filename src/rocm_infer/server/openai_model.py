@@ -33,8 +33,6 @@ class OpenAIModel(TextModel):
         self._closed = False
         self._base_url = base_url.rstrip("/")
         self._who = f"the server at {self._base_url}"
-        # the server's slots are unknown unless given: 64 requests in flight, more wait their turn here
-        self._workers = LiveWorkers(config.parallel_slots or 64)
         self._client = httpx.Client(
             base_url=self._base_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
@@ -48,6 +46,10 @@ class OpenAIModel(TextModel):
         except BaseException:
             self._client.close()
             raise
+        # last, once nothing can fail: the server's slots are unknown unless given, so 64
+        # requests in flight and more wait their turn here; a model dropped unclosed lets its readers go
+        self._workers = LiveWorkers(config.parallel_slots or 64)
+        self._workers.release_when_dropped(self)
 
     @property
     def info(self) -> ModelInfo:

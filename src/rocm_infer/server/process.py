@@ -68,7 +68,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -114,7 +114,7 @@ class ServerProcess:
         try:
             self.proc = _SPAWNER.submit(
                 subprocess.Popen, cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                preexec_fn=_die_with_parent, close_fds=True, env=env,
+                preexec_fn=die_with_parent, close_fds=True, env=env,
             ).result()
         except OSError as exc:
             raise BackendUnavailableError(f"llama-server could not be started from {binary}: {exc}") from exc
