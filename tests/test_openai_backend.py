@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 import rocm_infer as ri
+from rocm_infer.bench.servers import ready_url
 from rocm_infer.server.chunks import UNKNOWN_ID
 from rocm_infer.server.model import server_args
 from rocm_infer.server.openai_chunks import OpenAIChunkReader, openai_body
@@ -30,12 +31,12 @@ SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength
 @pytest.fixture(scope="module")
 def serve_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `rocm-infer serve` (the serve tests' launcher), with an API key."""
-    from test_serve import _ready_url, _start
+    from test_serve import _start
 
     process, log = _start(tmp_path_factory.mktemp("serve"), "--log-level", "warning", "--parallel", "4",
                           env={"ROCM_INFER_API_KEY": SERVE_KEY})
     try:
-        yield f"{_ready_url(process, log)}/v1"
+        yield f"{ready_url(process, log)}/v1"
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from rocm_infer.bench.servers import ready_url
 
 openai = pytest.importorskip("openai")
 
@@ -56,29 +57,11 @@ def _start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[su
     return process, log
 
 
-def _ready_url(process: subprocess.Popen[bytes], log: Path) -> str:
-    """The server's base URL once it serves: the address shows in its log first, then
-    /health turns 200 once the model is loaded (bounded by a count, not a clock)."""
-    url = None
-    for _ in range(3000):
-        assert process.poll() is None, log.read_text()
-        if url is None and (match := re.search(r"(http://127\.0\.0\.1:\d+)/v1", log.read_text())):
-            url = match.group(1)
-        if url is not None:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-        time.sleep(0.1)
-    pytest.fail("the server never became ready:\n" + log.read_text())
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     process, log = _start(tmp_path_factory.mktemp("serve"), "--log-level", "warning", env={"ROCM_INFER_API_KEY": KEY})
     try:
-        yield Served(_ready_url(process, log), process, log)
+        yield Served(ready_url(process, log), process, log)
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -82,7 +82,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _serve_url(process: subprocess.Popen[bytes], log: Path) -> str:
+def ready_url(process: subprocess.Popen[bytes], log: Path) -> str:
     """The base URL once ``/health`` answers 200: the address shows in the log first
     (``--port 0``), then the model loads (503 meanwhile)."""
     deadline = time.monotonic() + READY_LIMIT_S
@@ -126,7 +126,7 @@ def rocm_infer_serve(config: ServeConfig) -> Iterator[Endpoint]:
             except OSError as exc:
                 raise BackendUnavailableError(f"rocm-infer serve could not be started: {exc}") from exc
         try:
-            yield Endpoint(_serve_url(process, log), {"Authorization": f"Bearer {key}"})
+            yield Endpoint(ready_url(process, log), {"Authorization": f"Bearer {key}"})
         finally:
             _stop(process)
 
