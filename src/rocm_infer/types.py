@@ -205,7 +205,7 @@ class LoadConfig:
     tokens are chosen; ``"auto"`` samples in the decode graph (only the chosen token comes
     back) the requests whose host sampling needs a pass over the whole vocabulary (top-p
     without top-k, min-p alone, pure temperature) when the output layer is on a GPU and
-    at most four requests run or wait, and everything else on the host (all rows of a step at
+    at most four requests run or wait (counted up to ``parallel_slots``), and everything else on the host (all rows of a step at
     once, numpy; with the layers on a GPU, split over up to eight threads); ``"on"`` puts every
     request the device can sample there, ``"off"`` none (the llama-server backend passes
     ``"on"`` as ``--backend-sampling``).  ``prefix_cache``: a finished request's KV cells

@@ -15,16 +15,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .. import load_model
 from ..interface import TextModel
+from ..models import resolve_model_path
+from ..native.handles import LlamaModel
+from ..native.vocab import Vocab
 
 
 @contextmanager
 def tokenizer(path: Path) -> Iterator[Callable[[str], list[int]]]:
-    """The model's own tokenizer, from a small in-process load: prompts are made with it
-    once and given to every contender (the llama-server backend has no tokenizer)."""
-    with load_model(path, backend="llama_cpp", parallel_slots=1, context_len=512) as model:
-        yield model.tokenize  # type: ignore[attr-defined]  (the in-process model)
+    """The model's own tokenizer, from its vocabulary alone (no weights, no context):
+    prompts are made with it once and given to every contender (the llama-server backend
+    has no tokenizer)."""
+    with LlamaModel(resolve_model_path(path), vocab_only=True) as model:
+        yield Vocab(model.vocab).tokenize
 
 
 def synthetic_prompts(tokenize: Callable[[str], list[int]], n_tokens: int, count: int, salt: int) -> list[list[int]]:

@@ -62,7 +62,7 @@ class DevicePolicy(enum.Enum):
 
 
 # ``WHOLE_VOCAB``: while at most this many requests run or wait (the queue is counted: it
-# joins the steps soon), a whole-vocabulary request is sampled on the device (between the
+# joins the steps soon; no more than the slots can share a step), a whole-vocabulary request is sampled on the device (between the
 # H200's 1 and 16 streams, where the two paths crossed)
 WHOLE_VOCAB_ROWS = 4
 
@@ -88,7 +88,9 @@ class DeviceSamplers:
     def __init__(self, ctx: LlamaContext, n_vocab: int, suppressed: tuple[int, ...] = ()) -> None:
         self._ctx = ctx
         self._n_vocab = n_vocab
-        self._suppressed = suppressed
+        llama = lib()
+        # built once: llama_sampler_init_logit_bias copies it into each chain
+        self._suppressed_biases = (llama.llama_logit_bias * len(suppressed))(*[llama.llama_logit_bias(t, -math.inf) for t in suppressed])
         self._attached: dict[int, SamplerChain] = {}
 
     def attach(self, seq_id: int, config: GenerateConfig, seed: int) -> bool:
@@ -99,9 +101,8 @@ class DeviceSamplers:
         llama = lib()
         plan = [("greedy", ())] if config.temperature == 0 else chain_plan(config, device_seed(seed), self._n_vocab)
         samplers = [getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in plan]
-        if self._suppressed:  # first, as in llama.cpp's own chain (common/sampling.cpp)
-            biases = (llama.llama_logit_bias * len(self._suppressed))(*[llama.llama_logit_bias(t, -math.inf) for t in self._suppressed])
-            samplers.insert(0, llama.llama_sampler_init_logit_bias(self._n_vocab, len(self._suppressed), biases))
+        if self._suppressed_biases:  # first, as in llama.cpp's own chain (common/sampling.cpp)
+            samplers.insert(0, llama.llama_sampler_init_logit_bias(self._n_vocab, len(self._suppressed_biases), self._suppressed_biases))
         chain = SamplerChain(samplers)
         if not llama.llama_set_sampler(self._ctx.ptr, seq_id, chain.ptr):
             chain.close()

@@ -67,6 +67,7 @@ class Engine:
         self._budget = budget
         self._weights_bytes = weights_bytes
         self._batch = Batch(budget)
+        self._n_slots = n_slots
         self.kv = KvSlots(ctx, n_slots, prefix_cache)  # read only on the engine thread (``call``)
         self._running: list[Request] = []
         self._waiting: deque[Request] = deque()
@@ -205,7 +206,9 @@ class Engine:
 
     def _admit(self, admitted: tuple[Request, ...]) -> None:
         now = time.perf_counter()
-        running = len(self._running) + len(self._waiting)  # the admitted are still in the queue: all that will share the steps
+        # all that will share the steps: the admitted are still in the queue, and no more
+        # than the slots run at once
+        running = min(self._n_slots, len(self._running) + len(self._waiting))
         for request in admitted:
             self._waiting.remove(request)
             self.kv.admit(request, self._n_ctx)
@@ -251,15 +254,17 @@ class Engine:
         for chunk in plan.chunks:
             chunk.request.n_computed += chunk.count
         started = time.perf_counter()
-        tokens, rows = self._chooser.choose(outputs, self.stats) if outputs else ([], None)
+        try:
+            tokens, rows = self._chooser.choose(outputs, self.stats) if outputs else ([], None)
+        finally:
+            # after the count: the token this step decoded for them is in their cells (and in
+            # a cache entry made of them); after the choice, failed or not: their chains were
+            # in this decode; their rows' new tokens are dropped
+            for request in self._text_stopped:
+                self._finish(request, RequestStatus.FINISHED_STOPPED)
+            self._text_stopped.clear()
         chosen = time.perf_counter()
         self.stats.sample_s += chosen - started
-        # after the count: the token this step decoded for them is in their cells (and in a
-        # cache entry made of them); after the choice: their chains were in this decode;
-        # their rows' new tokens are dropped
-        for request in self._text_stopped:
-            self._finish(request, RequestStatus.FINISHED_STOPPED)
-        self._text_stopped.clear()
         for row, (chunk, _) in enumerate(outputs):
             request = chunk.request
             if request.status.finished:

@@ -129,7 +129,8 @@ class ReaderThreads:
             self._closed = True
         deadline = time.monotonic() + wait_s
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread is not threading.current_thread():  # a finalizer the GC ran on a reader
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class LiveWorkers:
