@@ -1,4 +1,4 @@
-"""The host sampler on hand-made logits: exact candidates, llama.cpp's distribution.
+"""The host sampler on hand-made logits: llama.cpp's distribution, seeds, threads.
 
 No model is loaded.  The reference distribution is computed here from a full sort in
 float64; both this library's sampler and llama.cpp's own sampler chain (run through
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rocm_infer.native.bindings import lib
-from rocm_infer.native.host_sampling import HostSampler, RowPool, sample_rows, top_candidates
+from rocm_infer.native.host_sampling import HostSampler, RowSampler
 from rocm_infer.native.sampling import chain_plan
 from rocm_infer.types import GenerateConfig
 
@@ -47,14 +47,18 @@ def reference(row: np.ndarray, top_k: int, top_p: float, min_p: float, temperatu
     return dict(zip(order.tolist(), (q / q.sum()).tolist()))
 
 
+def sample_rows(rows: np.ndarray, samplers: list[HostSampler], threads: int = 1) -> np.ndarray:
+    return RowSampler(rows.shape[1], threads).sample(rows, samplers)
+
+
 def ours(row: np.ndarray, config: GenerateConfig, draws: int) -> np.ndarray:
     """``draws`` tokens, 200 rows a step as the engine would hand them over."""
     tokens = []
     per_step = 200
+    sampler = RowSampler(len(row), threads=2)
     for step in range(draws // per_step):
         samplers = [HostSampler(config.temperature, config.top_k, config.top_p, config.min_p, seed=step * per_step + i) for i in range(per_step)]
-        # small candidate sets and blocks, so widening and the block path both run
-        tokens.extend(sample_rows(np.tile(row, (per_step, 1)), samplers, block=8, floor=0.3).tolist())
+        tokens.extend(sampler.sample(np.tile(row, (per_step, 1)), samplers).tolist())
     return np.array(tokens)
 
 
@@ -114,8 +118,8 @@ def test_sampled_frequencies_match_llama_cpp(config):
 
 
 def test_rows_with_different_settings_in_one_step_each_keep_their_distribution():
-    """Rows bounded by different top_k values are drawn together (``_draw_top_k_rows``),
-    beside a row that top_k does not bound: each must keep its own distribution."""
+    """Rows bounded by different top_k values are drawn in one call beside a row that
+    top_k does not bound: each must keep its own distribution."""
     row = peaked_row(3000, seed=11)
     mix = [SETTINGS[0], SETTINGS[4], SETTINGS[1]]
     per_step = 3 * 100
@@ -123,7 +127,7 @@ def test_rows_with_different_settings_in_one_step_each_keep_their_distribution()
     for step in range(DRAWS // 100):
         samplers = [HostSampler(c.temperature, c.top_k, c.top_p, c.min_p, seed=step * per_step + i)
                     for i, c in enumerate(mix * 100)]
-        tokens = sample_rows(np.tile(row, (per_step, 1)), samplers, block=8, floor=0.3)
+        tokens = sample_rows(np.tile(row, (per_step, 1)), samplers)
         for i in range(len(mix)):
             drawn[i].extend(tokens[i::len(mix)].tolist())
     for config, tokens in zip(mix, drawn):
@@ -133,12 +137,44 @@ def test_rows_with_different_settings_in_one_step_each_keep_their_distribution()
         assert stat < dof + 6 * math.sqrt(2 * dof) + 10, (config, stat, dof)
 
 
-@pytest.mark.parametrize(("n_vocab", "k", "block"), [(4096, 32, 16), (4099, 32, 16), (5000, 7, 8), (300, 50, 16), (64, 64, 16)])
-def test_top_candidates_are_the_exact_top_k(n_vocab, k, block):
-    rows = np.random.default_rng(n_vocab).standard_normal((5, n_vocab)).astype(np.float32)
-    ids, values = top_candidates(rows, k, block)
-    assert np.array_equal(values, -np.sort(-rows, axis=1)[:, :k])
-    assert np.array_equal(np.take_along_axis(rows, ids, axis=1), values)
+def test_a_nucleus_past_the_head_of_the_row_widens_to_hold_it():
+    """One strong token and a heavy tail of 3,000 tokens each far below it (weights e^-12 to e^-11,
+    under the sampler's first floor of e^-10): top_p 0.99 needs the tail, so the
+    candidates must widen; min_p alone and temperature alone reach it too."""
+    row = np.random.default_rng(9).uniform(-2.0, -1.0, 3001).astype(np.float32)  # no ties at the nucleus's edge
+    row[1234] = 10.0
+    for config in (GenerateConfig(temperature=1.0, top_p=0.99), GenerateConfig(temperature=1.0, min_p=1e-6), GenerateConfig(temperature=1.0)):
+        expected = reference(row, config.top_k, config.top_p, config.min_p, config.temperature)
+        tokens = ours(row, config, DRAWS)
+        assert set(tokens.tolist()) <= set(expected)
+        stat, dof = chi_square(tokens, expected)
+        assert stat < dof + 6 * math.sqrt(2 * dof) + 10, (config, stat, dof)
+
+
+@pytest.mark.parametrize("n_vocab", [64, 1000, 4099, 128_256])
+def test_top_k_rows_draw_only_from_the_k_best_at_any_vocabulary_size(n_vocab):
+    """Vocabularies that fill the native loops' chunks and ones with a remainder; k at
+    and past the vocabulary means no top_k."""
+    rows = np.random.default_rng(n_vocab).standard_normal((40, n_vocab)).astype(np.float32)
+    for k in (1, 7, 50, n_vocab, n_vocab + 5):
+        samplers = [HostSampler(50.0, top_k=k, seed=i) for i in range(len(rows))]  # near-uniform over the k
+        tokens = sample_rows(rows.copy(), samplers)
+        best = np.argsort(-rows, axis=1)[:, : min(k, n_vocab)]
+        assert all(token in best[i] for i, token in enumerate(tokens))
+        if k >= 50 and n_vocab > k:
+            assert len(set(tokens.tolist())) > 20  # drawn across the k, not only the best
+
+
+def test_suppressed_and_masked_tokens_are_never_drawn():
+    """-inf logits (suppressed ids, structured-output masks) have no weight in any path."""
+    rng = np.random.default_rng(5)
+    row = rng.standard_normal(5000).astype(np.float32)
+    banned = rng.choice(5000, 4990, replace=False)
+    row[banned] = -np.inf
+    allowed = set(range(5000)) - set(banned.tolist())
+    for config in (GenerateConfig(temperature=100.0), GenerateConfig(temperature=5.0, top_p=0.999), GenerateConfig(temperature=5.0, min_p=1e-9),
+                   GenerateConfig(temperature=5.0, top_k=100)):
+        assert set(ours(row, config, 2000).tolist()) <= allowed, config
 
 
 def test_greedy_rows_are_the_argmax_and_mix_with_drawn_rows():
@@ -149,21 +185,27 @@ def test_greedy_rows_are_the_argmax_and_mix_with_drawn_rows():
 
 
 def test_rows_split_over_threads_draw_what_one_thread_draws():
-    """Each request's row stays in one group: its generator draws as it would alone."""
+    """Each row draws with its own request's uniform number: the thread count changes
+    nothing."""
     rows = np.stack([peaked_row(4000, seed) for seed in range(19)])
     settings = [{"temperature": 0.0}, {"temperature": 0.8, "top_k": 40, "top_p": 0.95}, {"temperature": 0.8, "top_p": 0.95}, {"temperature": 1.1, "min_p": 0.05}]
 
     def samplers() -> list[HostSampler]:
-        # runs of one setting: the groups differ in their candidate widths and greedy rows
         return [HostSampler(seed=row, **settings[(row // 4) % len(settings)]) for row in range(len(rows))]
 
     alone, grouped = samplers(), samplers()
-    pool = RowPool(threads=3)
-    try:
-        for _ in range(5):
-            assert pool.sample(rows.copy(), grouped).tolist() == sample_rows(rows.copy(), alone).tolist()
-    finally:
-        pool.close()
+    for _ in range(5):
+        assert sample_rows(rows.copy(), grouped, threads=3).tolist() == sample_rows(rows.copy(), alone).tolist()
+
+
+def test_row_ids_pick_the_rows_sampled_and_leave_the_others():
+    rows = np.random.default_rng(3).standard_normal((6, 300)).astype(np.float32)
+    before = rows.copy()
+    tokens = RowSampler(300).sample(rows, [HostSampler(0.0), HostSampler(0.0)], row_ids=[4, 1])
+    assert tokens.tolist() == [int(rows[4].argmax()), int(rows[1].argmax())]
+    assert np.array_equal(rows, before)
+    with pytest.raises(ValueError):
+        RowSampler(300).sample(rows, [HostSampler(0.0)], row_ids=[6])
 
 
 def test_a_seed_repeats_its_tokens_and_another_seed_does_not():

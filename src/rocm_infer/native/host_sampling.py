@@ -2,25 +2,15 @@
 
 llama.cpp's CPU samplers take one row at a time, and ``top_p`` without ``top_k``
 sorts a large part of the vocabulary for every row (about 6 ms per row on a 262k
-vocabulary), which is longer than a whole decode step on a GPU.  Here the rows of a
-step go through numpy together, and each row's filters run on a few candidates:
-
-1. Rows that top_k bounds: ``top_candidates`` finds the K largest logits of every row
-   with no full sort.  A row is cut into strided blocks of ``BLOCK`` elements (element
-   j belongs to block j mod n_blocks, so the blocks are one reshaped view and their
-   maxima one vectorised pass); the K blocks with the largest maxima hold the K largest
-   elements, because each of those lies in a block whose maximum is at least the K-th
-   largest element and at most K blocks have such a maximum.  Only those K * BLOCK
-   elements are then partitioned, and the chain runs on all those rows in each numpy
-   call (``_draw_top_k_rows``).
-2. Rows that it does not bound (top_p, min_p, temperature alone): the candidates are
-   the tokens above a threshold (``_draw_unbounded``): one compare over the row, no
-   partition.  top_p needs the softmax normaliser over the whole row, one ``exp`` pass:
-   that pass is this path's floor.
-3. Per row, llama.cpp's chain in llama.cpp's order: penalties, top_k, top_p (on the
-   softmax at temperature 1, over what top_k left, or over the whole vocabulary), min_p
-   (relative to the best logit), temperature, then one seeded uniform draw from the
-   request's own generator.
+vocabulary), which is longer than a whole decode step on a GPU.  Here a step's rows go
+to one native call (``csrc/host_sampler.c``, built with the package: its header says
+why C), which runs llama.cpp's chain in llama.cpp's order on each row, rows shared over
+threads: penalties (applied here, in numpy, before the call), top_k (the k best found
+without a sort), top_p on the softmax at temperature 1 over what top_k left or over the
+whole vocabulary (the nucleus found among the tokens whose weight is at least e^-10 of
+the best one's, widening when they do not hold it), min_p relative to the best logit,
+then a draw at the request's temperature with one uniform number from the request's
+own generator.  A seed therefore gives the same tokens whatever the thread count.
 
 The result has llama.cpp's distribution for the same settings (the tests compare
 sampled frequencies with llama.cpp's chain), not its random stream.
@@ -29,22 +19,17 @@ sampled frequencies with llama.cpp's chain), not its random stream.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
-import math
-import threading
+import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-BLOCK = 16
-# Candidates of a row that top_k does not bound: the tokens whose weight is at least
-# this share of the best one's (within 10 of the best logit at temperature 1, 10 T at T).  On Gemma
-# 3 270M that is tens to about 1,500 tokens of 262k, on the random-weight stand-in
-# 400-3,700 of 128k holding 98% of the mass, and the 0.95-nucleus lies among them; a row
-# where it does not widens (``_draw_unbounded``).
-HEAD_FLOOR = math.exp(-10.0)
+from ..build import LIB_DIR
+from ..errors import BackendUnavailableError
 
+SAMPLER_LIBRARY = "librocm_infer_sampling.so"
+_LANES = 32  # csrc/host_sampler.c writes up to this many floats past a row's candidates
 
 @dataclass
 class HostSampler:
@@ -86,199 +71,60 @@ class HostSampler:
         row[ids] = np.where(seen <= 0, seen * self.repeat_penalty, seen / self.repeat_penalty)
 
 
-def sample_rows(rows: np.ndarray, samplers: Sequence[HostSampler], block: int = BLOCK, floor: float = HEAD_FLOOR) -> np.ndarray:
-    """One token per row: ``rows[i]`` (logits, modified in place by penalties) is
-    sampled with ``samplers[i]``.  Greedy rows are one argmax over all of them; rows
-    that top_k bounds are drawn together from their candidates; the others row by row
-    from the tokens whose weight is at least ``floor`` of their best's (``_draw_unbounded``)."""
-    tokens = np.empty(len(samplers), dtype=np.int64)
-    for i, sampler in enumerate(samplers):
-        if sampler.penalised:
-            sampler.penalise(rows[i])
-    if all(s.greedy for s in samplers):
-        return np.argmax(rows, axis=1)
-    bounded = []
-    for i, sampler in enumerate(samplers):
-        if sampler.greedy:
-            tokens[i] = np.argmax(rows[i])
-        elif sampler.top_k > 0:
-            bounded.append(i)
-        else:
-            tokens[i] = _draw_unbounded(rows[i], sampler, floor)
-    if bounded:
-        # fancy indexing copies: hand the whole block over when every row is bounded
-        picked = rows if len(bounded) == len(samplers) else rows[bounded]
-        ids, logits = top_candidates(picked, max(samplers[i].top_k for i in bounded), block)
-        tokens[bounded] = _draw_top_k_rows(ids, logits, [samplers[i] for i in bounded])
-    return tokens
+class RowSampler:
+    """Samples a step's rows in the native sampler, on up to ``threads`` threads.
 
+    The threads are OpenMP's: the engine thread that calls ``llama_decode`` calls this
+    too, so a CPU build reuses the pool ggml's decode has just left (the cores are idle
+    while a step is sampled); the numpy path this replaced could not use a second core
+    on the CPU build (measured: no gain), and spent 0.3 ms a row on top-p over 128k
+    tokens where this takes about 0.1 ms."""
 
-class RowPool:
-    """Samples a step's rows in groups on several threads.
-
-    numpy releases the GIL in the passes that cost (argmax, partitions, ``exp``, block
-    maxima), so groups of rows on their own threads run side by side.  Measured on 64
-    rows of 128k logits with 2 threads on the 2-core VM: argmax 1.46 -> 0.87 ms, top-p
-    36 -> 19 ms (top-k, whose cost is mostly per-call overhead, does not move); on a GPU
-    host the decode leaves every core idle while the step is sampled.  A request's row
-    stays in one group, so its draws come from its own generator as before."""
-
-    MIN_ROWS = 4  # below this a group's work is about the cost of handing it over
-
-    def __init__(self, threads: int) -> None:
+    def __init__(self, n_vocab: int, threads: int = 1) -> None:
+        self._n_vocab = n_vocab
         self._threads = max(1, threads)
-        self._pool = concurrent.futures.ThreadPoolExecutor(self._threads - 1, thread_name_prefix="rocm-infer-sampling") if self._threads > 1 else None
+        self._sample = _native_sample_rows()
+        self._scratch = np.empty(self._threads * 3 * (n_vocab + _LANES), dtype=np.float32)
 
-    def sample(self, rows: np.ndarray, samplers: Sequence[HostSampler]) -> np.ndarray:
-        """``sample_rows`` over the groups; the calling thread takes the first."""
-        groups = min(self._threads, len(samplers) // self.MIN_ROWS)
-        if self._pool is None or groups < 2:
-            return sample_rows(rows, samplers)
-        bounds = [len(samplers) * i // groups for i in range(groups + 1)]
-        futures = [self._pool.submit(sample_rows, rows[a:b], samplers[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])]
+    def sample(self, rows: np.ndarray, samplers: Sequence[HostSampler], row_ids: Sequence[int] | None = None) -> np.ndarray:
+        """One token per sampler: ``samplers[i]`` samples ``rows[row_ids[i]]`` (``rows[i]``
+        without ``row_ids``).  Penalties change those rows in place."""
+        if rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != self._n_vocab:
+            raise ValueError(f"rows must be C-contiguous float32 of width {self._n_vocab}")
+        ids = np.arange(len(samplers), dtype=np.int64) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= rows.shape[0]):
+            raise ValueError(f"row ids {ids.tolist()} outside the {rows.shape[0]} rows")
+        for row, sampler in zip(ids, samplers):
+            if sampler.penalised:
+                sampler.penalise(rows[row])
+        n = len(samplers)
+        temperature = np.fromiter((s.temperature for s in samplers), dtype=np.float32, count=n)
+        top_k = np.fromiter((s.top_k for s in samplers), dtype=np.int32, count=n)
+        top_p = np.fromiter((s.top_p for s in samplers), dtype=np.float32, count=n)
+        min_p = np.fromiter((s.min_p for s in samplers), dtype=np.float32, count=n)
+        uniform = np.fromiter((0.0 if s.greedy else s.rng.random() for s in samplers), dtype=np.float64, count=n)
+        tokens = np.empty(n, dtype=np.int32)
+        self._sample(rows.ctypes.data, rows.shape[1], self._n_vocab, n, ids.ctypes.data, temperature.ctypes.data, top_k.ctypes.data,
+                     top_p.ctypes.data, min_p.ctypes.data, uniform.ctypes.data, tokens.ctypes.data, self._scratch.ctypes.data, self._threads)
+        return tokens
+
+
+_native: ctypes._CFuncPtr | None = None  # type: ignore[name-defined]
+
+
+def _native_sample_rows() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
+    """``rocm_infer_sample_rows`` from the library built beside libllama (loaded once;
+    ctypes releases the GIL for the call)."""
+    global _native
+    if _native is None:
+        path = LIB_DIR / SAMPLER_LIBRARY
         try:
-            first = sample_rows(rows[: bounds[1]], samplers[: bounds[1]])
-        finally:  # no group may still read the logits when the next decode overwrites them
-            concurrent.futures.wait(futures)
-        return np.concatenate([first, *(future.result() for future in futures)])
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-
-def _draw_top_k_rows(ids: np.ndarray, logits: np.ndarray, samplers: Sequence[HostSampler]) -> np.ndarray:
-    """The chain for rows whose top_k bounds what they keep, all rows in each numpy call:
-    row by row, the chain cost a dozen calls on a few dozen candidates, so a step of 16
-    rows paid more in call overhead than in arithmetic.  Same filters in llama.cpp's
-    order, one draw from each request's own generator."""
-    n_rows, width = logits.shape
-    columns = np.arange(width)
-    top_k = np.array([s.top_k for s in samplers])
-    keep = top_k.copy()
-    best = logits[:, :1].astype(np.float64)
-    shifted = logits.astype(np.float64) - best
-    shifted[columns >= top_k[:, None]] = -np.inf  # a row's candidates past its own top_k
-    top_p = np.array([s.top_p for s in samplers])
-    nucleus = (top_p > 0) & (top_p < 1)
-    if nucleus.any():
-        weights = np.exp(shifted)
-        cumulative = np.cumsum(weights, axis=1) / weights.sum(axis=1, keepdims=True)
-        within = np.count_nonzero(cumulative < top_p[:, None], axis=1) + 1
-        keep = np.where(nucleus, np.minimum(keep, within), keep)
-    min_p = np.array([s.min_p for s in samplers])
-    if (min_p > 0).any():
-        floors = np.log(np.where(min_p > 0, min_p, 1.0))
-        passing = np.count_nonzero((shifted >= floors[:, None]) & (columns < keep[:, None]), axis=1)
-        keep = np.where(min_p > 0, np.maximum(1, passing), keep)
-    temperature = np.array([s.temperature for s in samplers])
-    weights = np.exp(shifted / temperature[:, None])
-    weights[columns >= keep[:, None]] = 0.0
-    running = np.cumsum(weights, axis=1)
-    targets = np.array([s.rng.random() for s in samplers]) * running[:, -1]
-    picked = np.minimum(np.count_nonzero(running <= targets[:, None], axis=1), keep - 1)
-    return ids[np.arange(n_rows), picked]
-
-
-def top_candidates(rows: np.ndarray, k: int, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` largest logits of each row and their token ids, best first."""
-    n_rows, n_vocab = rows.shape
-    k = min(k, n_vocab)
-    n_blocks = n_vocab // block
-    if k * block * 4 >= n_vocab:  # the blocks would gather most of the row anyway
-        ids = np.argpartition(rows, n_vocab - k, axis=1)[:, n_vocab - k :] if k < n_vocab else np.broadcast_to(np.arange(n_vocab), rows.shape)
-    else:
-        if n_vocab % block == 0 and rows.flags.c_contiguous:  # a plain reshape reduces about twice as fast
-            body = rows.reshape(n_rows, block, n_blocks)
-        else:
-            body = np.lib.stride_tricks.as_strided(
-                rows, shape=(n_rows, block, n_blocks), strides=(rows.strides[0], n_blocks * rows.strides[1], rows.strides[1]), writeable=False
-            )
-        best_blocks = np.argpartition(body.max(axis=1), n_blocks - k, axis=1)[:, n_blocks - k :]
-        gathered = (best_blocks[:, None, :] + n_blocks * np.arange(block)[None, :, None]).reshape(n_rows, -1)
-        tail = np.arange(n_blocks * block, n_vocab)
-        if tail.size:
-            gathered = np.concatenate([gathered, np.broadcast_to(tail, (n_rows, tail.size))], axis=1)
-        # one flat gather: cheaper than take_along_axis on this many indices
-        values = np.ascontiguousarray(rows).ravel()[gathered + n_vocab * np.arange(n_rows)[:, None]]
-        best = np.argpartition(values, values.shape[1] - k, axis=1)[:, values.shape[1] - k :]
-        ids = np.take_along_axis(gathered, best, axis=1)
-    values = np.take_along_axis(rows, ids, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(values, order, axis=1)
-
-
-def _draw_unbounded(row: np.ndarray, sampler: HostSampler, floor: float) -> int:
-    """A row that top_k does not bound: llama.cpp's top_p (softmax at temperature 1 over
-    the whole row), then min_p, then a draw at the request's temperature.
-
-    Candidates are found by a threshold, not a sort: the tokens whose weight
-    exp(logit - best) is at least ``floor`` are exactly the row's best ones, so when their
-    mass reaches the nucleus the nucleus lies among them (else the floor drops and they
-    widen).  The normaliser needs the whole row: one ``exp`` over it, this path's floor
-    (a 128k row of the random-weight stand-in on the 2-core VM: the ``exp`` 60 us, the
-    threshold 50 us, sorting ~3,000 candidates 26 us, 260 us in all, against 390 us with
-    the 1,024 best found by partition first).  min_p alone needs no ``exp`` over the row:
-    its floor is a logit."""
-    best = float(row.max())
-    if 0 < sampler.top_p < 1:
-        weights = _shifted_exp(row, best, 1.0)
-        total = float(weights.sum())  # numpy sums pairwise: float32 loses ~1e-6 of it, float64 took 2x as long
-        while True:
-            ids = np.flatnonzero(weights >= floor)
-            kept = weights[ids]
-            if floor == 0.0 or float(kept.sum()) >= sampler.top_p * total:
-                break
-            floor = floor * floor if floor > 1e-30 else 0.0
-        order = np.argsort(-kept)  # numpy's SIMD sort: a stable one took 7x as long
-        ids, kept = ids[order], kept[order]
-        keep = min(len(ids), int(np.searchsorted(np.cumsum(kept, dtype=np.float64) / total, sampler.top_p, side="left")) + 1)
-        if sampler.min_p > 0:  # relative to the best logit: a weight of at least min_p
-            keep = max(1, int(np.count_nonzero(kept[:keep] >= sampler.min_p)))
-        ids = ids[:keep]
-    elif sampler.min_p > 0:
-        ids = np.flatnonzero(row >= best + math.log(sampler.min_p))
-    else:
-        return _draw_whole_row(row, best, sampler.temperature, sampler.rng.random(), floor)
-    weights = np.exp((row[ids].astype(np.float64) - best) / sampler.temperature)
-    return int(ids[_pick(weights, sampler.rng.random() * weights.sum())])
-
-
-def _draw_whole_row(row: np.ndarray, best: float, temperature: float, u: float, floor: float) -> int:
-    """A pure-temperature draw from the whole vocabulary: one pass for the weights and
-    their sum, then the draw among the heaviest tokens (which hold most of the mass), and
-    a running sum over the rest only when it lands past them."""
-    weights = _shifted_exp(row, best, temperature)
-    head = np.flatnonzero(weights >= floor)
-    head_weights = weights[head].astype(np.float64)
-    head_total = float(head_weights.sum())
-    weights[head] = 0.0
-    # the total from the same float64 sums the picks walk: a float32 total could land the
-    # target past the running sum's end
-    target = u * (head_total + float(weights.sum(dtype=np.float64)))
-    if target < head_total:
-        return int(head[_pick(head_weights, target)])
-    return _pick(weights, target - head_total)
-
-
-_scratch = threading.local()
-
-
-def _shifted_exp(row: np.ndarray, best: float, temperature: float) -> np.ndarray:
-    """exp((row - best) / temperature) in float32, in a buffer this thread reuses (a fresh
-    vocabulary-sized array per row is fresh pages to fault in on every row).  Valid until
-    this thread's next call."""
-    buffer = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.shape != row.shape:
-        buffer = _scratch.buffer = np.empty(row.shape, dtype=np.float32)
-    np.subtract(row, np.float32(best), out=buffer)
-    if temperature != 1.0:
-        buffer /= np.float32(temperature)
-    return np.exp(buffer, out=buffer)
-
-
-def _pick(weights: np.ndarray, target: float) -> int:
-    """The index where the running sum of ``weights`` first passes ``target`` (past the
-    end by rounding: the last index with any weight)."""
-    index = int(np.searchsorted(np.cumsum(weights, dtype=np.float64), target, side="right"))
-    return index if index < len(weights) else int(np.flatnonzero(weights)[-1])
+            library = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise BackendUnavailableError(f"the host sampler {path} could not be loaded ({exc}); "
+                                          "reinstall the package with `pip install -r requirements.txt` so that CMake builds it") from exc
+        function = library.rocm_infer_sample_rows
+        function.restype = None
+        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8 + [ctypes.c_int32]
+        _native = function
+    return _native

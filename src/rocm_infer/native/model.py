@@ -44,10 +44,9 @@ from .handles import LlamaContext, LlamaModel
 from .request import Request, RequestKind
 from .vocab import Vocab
 
-# Host sampling threads where the layers are on a GPU (its cores idle while a step is
-# sampled); split further, a step's rows gain little (memory bandwidth).  On a CPU build
-# one: the decode's threads own the cores (measured on the 2-core VM: a second sampling
-# thread moved 16-stream throughput by -4% greedy to +3% top-p, within the noise).
+# Host sampling threads, the model's own count up to this (the cores are idle while a
+# step is sampled, on a GPU build and on the CPU one, where ggml's decode has just left
+# them); split further, a step's rows gain little (memory bandwidth).
 MAX_SAMPLING_THREADS = 8
 
 
@@ -77,7 +76,7 @@ class NativeModel(TextModel):
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
                                   config.prefix_cache, overlap=config.overlap_decode == "on" or (config.overlap_decode == "auto" and on_gpu),
-                                  sampling_threads=min(MAX_SAMPLING_THREADS, config.n_threads or default_threads()) if on_gpu else 1)
+                                  sampling_threads=min(MAX_SAMPLING_THREADS, config.n_threads or default_threads()))
             self._stack.callback(self._engine.close)
             # a model dropped without close() still stops its engine thread and frees the
             # context and weights (the thread holds the context, never this object)

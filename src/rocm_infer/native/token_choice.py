@@ -14,7 +14,7 @@ import numpy as np
 from .constraints import mask_rows
 from .device_sampling import DevicePolicy, DeviceSamplers, runs_on_device
 from .handles import LlamaContext
-from .host_sampling import HostSampler, RowPool
+from .host_sampling import HostSampler, RowSampler
 from .request import Request, RequestKind
 from .sampling import resolve_seed
 from .scheduler import Chunk
@@ -31,7 +31,7 @@ class TokenChooser:
         self._policy = policy
         self._suppressed = np.array(suppressed, dtype=np.int64)
         self._device = DeviceSamplers(ctx, n_vocab, suppressed) if policy is not DevicePolicy.OFF else None
-        self._rows = RowPool(sampling_threads)
+        self._rows = RowSampler(n_vocab, sampling_threads)
 
     def place(self, request: Request, running: int) -> None:
         """Sample on the device where the policy wants it and it can (a chain on the
@@ -71,9 +71,9 @@ class TokenChooser:
             free = [row for row in host if outputs[row][0].request.constraint is None]
             constrained = [row for row in host if outputs[row][0].request.constraint is not None]
             if free:
-                self._sample(rows, free, outputs, tokens, whole_ok=len(free) == len(outputs))
-            if constrained:  # masked in a copy of their own rows: no other row is copied for them
-                self._sample(rows, constrained, outputs, tokens, whole_ok=False)
+                self._sample(rows, free, outputs, tokens)
+            if constrained:
+                self._sample(rows, constrained, outputs, tokens)
         if len(host) < len(outputs):
             assert self._device is not None  # a row without a host sampler has a device chain
             for row, (chunk, batch_index) in enumerate(outputs):
@@ -83,23 +83,23 @@ class TokenChooser:
         stats.device_sampled += len(outputs) - len(host)
         return tokens, rows
 
-    def _sample(self, rows: np.ndarray, subset: list[int], outputs: list[tuple[Chunk, int]], tokens: list[int], whole_ok: bool) -> None:
+    def _sample(self, rows: np.ndarray, subset: list[int], outputs: list[tuple[Chunk, int]], tokens: list[int]) -> None:
         """Sample ``rows[subset]`` on the host into ``tokens``, applying structured-output
-        masks first.  Penalties and masks change rows in place: never llama.cpp's buffer
+        masks first.  Penalties and masks change rows in place, but never llama.cpp's buffer
         (log-probabilities and classify logits are read from its rows, where only the
-        vocabulary's suppressed ids are -inf), so the block is the buffer itself only when
-        every output row is sampled here untouched."""
+        vocabulary's suppressed ids are -inf): those rows are copied first, and only they."""
         requests = [outputs[row][0].request for row in subset]
         samplers = [r.host_sampler for r in requests]
-        whole = whole_ok and not any(s.penalised for s in samplers)  # type: ignore[union-attr]
-        block = rows if whole else rows[subset]
         constraints = [r.constraint for r in requests if r.constraint is not None]
-        if constraints:  # a subset is all constrained or all free (``choose``)
-            mask_rows(block, constraints)
-        for row, token in zip(subset, self._rows.sample(block, samplers)):  # type: ignore[arg-type]
+        if constraints or any(s.penalised for s in samplers):  # type: ignore[union-attr]
+            block, row_ids = rows[subset], None  # a subset is all constrained or all free (``choose``)
+            if constraints:
+                mask_rows(block, constraints)
+        else:
+            block, row_ids = rows, subset
+        for row, token in zip(subset, self._rows.sample(block, samplers, row_ids)):  # type: ignore[arg-type]
             tokens[row] = int(token)
 
     def close(self) -> None:
-        self._rows.close()
         if self._device is not None:
             self._device.close()
