@@ -85,28 +85,41 @@ class RowSampler:
         self._threads = max(1, threads)
         self._sample = _native_sample_rows()
         self._scratch = np.empty(self._threads * 3 * (n_vocab + _LANES), dtype=np.float32)
+        self._scratch_address = self._scratch.ctypes.data
+        self._grow(64)
+
+    def _grow(self, n_rows: int) -> None:
+        """Per-row settings in arrays kept between steps, with their addresses: a fresh
+        array and its ``ctypes.data`` each step cost about as much as sampling one row."""
+        self._ids = np.empty(n_rows, dtype=np.int64)
+        self._settings = [np.empty(n_rows, dtype=dtype) for dtype in (np.float32, np.int32, np.float32, np.float32, np.float64)]
+        self._tokens = np.empty(n_rows, dtype=np.int32)
+        self._addresses = [array.ctypes.data for array in (self._ids, *self._settings, self._tokens)]
 
     def sample(self, rows: np.ndarray, samplers: Sequence[HostSampler], row_ids: Sequence[int] | None = None) -> np.ndarray:
         """One token per sampler: ``samplers[i]`` samples ``rows[row_ids[i]]`` (``rows[i]``
         without ``row_ids``).  Penalties change those rows in place."""
+        n = len(samplers)
         if rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != self._n_vocab:
             raise ValueError(f"rows must be C-contiguous float32 of width {self._n_vocab}")
-        ids = np.arange(len(samplers), dtype=np.int64) if row_ids is None else np.asarray(row_ids, dtype=np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= rows.shape[0]):
-            raise ValueError(f"row ids {ids.tolist()} outside the {rows.shape[0]} rows")
-        for row, sampler in zip(ids, samplers):
+        if row_ids is None:
+            row_ids = range(n)
+        if len(row_ids) != n or (n and not 0 <= min(row_ids) <= max(row_ids) < rows.shape[0]):
+            raise ValueError(f"row ids {list(row_ids)} do not pick {n} of the {rows.shape[0]} rows")
+        if n > len(self._tokens):
+            self._grow(n)
+        for row, sampler in zip(row_ids, samplers):
             if sampler.penalised:
                 sampler.penalise(rows[row])
-        n = len(samplers)
-        temperature = np.fromiter((s.temperature for s in samplers), dtype=np.float32, count=n)
-        top_k = np.fromiter((s.top_k for s in samplers), dtype=np.int32, count=n)
-        top_p = np.fromiter((s.top_p for s in samplers), dtype=np.float32, count=n)
-        min_p = np.fromiter((s.min_p for s in samplers), dtype=np.float32, count=n)
-        uniform = np.fromiter((0.0 if s.greedy else s.rng.random() for s in samplers), dtype=np.float64, count=n)
-        tokens = np.empty(n, dtype=np.int32)
-        self._sample(rows.ctypes.data, rows.shape[1], self._n_vocab, n, ids.ctypes.data, temperature.ctypes.data, top_k.ctypes.data,
-                     top_p.ctypes.data, min_p.ctypes.data, uniform.ctypes.data, tokens.ctypes.data, self._scratch.ctypes.data, self._threads)
-        return tokens
+        temperature, top_k, top_p, min_p, uniform = self._settings
+        self._ids[:n] = row_ids
+        temperature[:n] = [s.temperature for s in samplers]
+        top_k[:n] = [s.top_k for s in samplers]
+        top_p[:n] = [s.top_p for s in samplers]
+        min_p[:n] = [s.min_p for s in samplers]
+        uniform[:n] = [0.0 if s.greedy else s.rng.random() for s in samplers]
+        self._sample(rows.ctypes.data, self._n_vocab, self._n_vocab, n, *self._addresses, self._scratch_address, self._threads)
+        return self._tokens[:n].copy()
 
 
 _native: ctypes._CFuncPtr | None = None  # type: ignore[name-defined]
