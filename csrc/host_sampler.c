@@ -65,8 +65,8 @@ static float lanes_max(const float *x, int64_t n) {
 
 static float row_max(const float *x, int64_t n) { return lanes_max(x, n); }
 
-/* The first index of the largest logit, as numpy's argmax: chunk maxima in one
- * vectorised pass, then a scan of the one chunk that holds the best. */
+/* The first index of the largest logit (NaNs skipped): chunk maxima in one vectorised
+ * pass, then a scan of the one chunk that holds the best. */
 static int32_t argmax(const float *x, int64_t n) {
   float best = -INFINITY;
   int64_t best_chunk = 0;
@@ -83,11 +83,13 @@ static int32_t argmax(const float *x, int64_t n) {
 }
 
 /* Indices (and values) of x[0..n) that are >= floor, in order; chunks holding none
- * are skipped after one vectorised test.  ids and values need LANES slack past n. */
+ * are skipped after one vectorised test.  Every store lands below n: a group's stores
+ * start at m <= its own first index. */
 static int64_t at_least(const float *x, int64_t n, float floor, int32_t *ids, float *values) {
   int64_t m = 0, i = 0;
 #if defined(__AVX512F__)
-  /* compress in a register, then a full store (the slack absorbs it): a compress straight
+  /* compress in a register, then a full store of 16 (its tail is overwritten by the next
+   * group's, or lies past m within the group's own span): a compress straight
    * to memory is microcoded and slow on some cores */
   const __m512 bound = _mm512_set1_ps(floor);
   const __m512i step = _mm512_set1_epi32(16);
@@ -209,10 +211,13 @@ static int64_t pick(const float *w, int64_t n, double target) {
 /* Draw among ids[0..m) with weights exp((x[id] - best) / t). */
 static int32_t draw_among(const float *x, const int32_t *ids, int64_t m, float best, float t, double u, float *w) {
   double total = 0.0;
+  int64_t heaviest = 0;
   for (int64_t i = 0; i < m; i++) {
     w[i] = exp_nonpositive((x[ids[i]] - best) / t);
     total += w[i];
+    heaviest = x[ids[i]] > x[ids[heaviest]] ? i : heaviest;
   }
+  if (!(total > 0.0)) return ids[heaviest]; /* a row of -inf, +inf or NaN logits: no weights to draw by */
   return ids[pick(w, m, u * total)];
 }
 
@@ -323,7 +328,7 @@ static void heap_offer(float *v, int32_t *ids, int64_t k, float value, int32_t i
 /* The k largest logits of x, best first, into (v, ids). */
 static void top_k_of(const float *x, int64_t n, int64_t k, float *v, int32_t *ids) {
   for (int64_t i = 0; i < k; i++) {
-    v[i] = x[i];
+    v[i] = x[i] == x[i] ? x[i] : -INFINITY; /* a NaN at the root would let nothing in */
     ids[i] = (int32_t)i;
   }
   for (int64_t i = k / 2 - 1; i >= 0; i--) heap_sift_down(v, ids, k, i);
@@ -384,20 +389,18 @@ static int32_t sample_unbounded(const float *x, int64_t n, float t, float top_p,
       m = weigh_candidates(s->ids, s->kept, m, best, best - spread, &mass);
     }
     int64_t keep = nucleus(s->kept, s->ids, m, need);
-    if (min_p > 0.0f) { /* relative to the best token: a weight of at least min_p */
+    if (min_p > 0.0f) { /* relative to the best token, on the logits as llama.cpp compares */
+      const float floor = logf(min_p);
       int64_t passing = 0;
       for (int64_t i = 0; i < keep; i++)
-        if (s->kept[i] >= min_p) swap_pair(s->kept, s->ids, passing++, i);
+        if (x[s->ids[i]] - best >= floor) swap_pair(s->kept, s->ids, passing++, i);
       keep = passing > 0 ? passing : 1;
     }
     return draw_among(x, s->ids, keep, best, t, u, s->weights);
   }
-  if (min_p > 0.0f) {
-    const float spread = -logf(min_p);
+  if (min_p > 0.0f) { /* the tokens with logit >= best + log(min_p), as llama.cpp keeps them */
     best = row_max(x, n);
-    int64_t m = at_least(x, n, best - spread, s->ids, s->kept);
-    double mass;
-    m = weigh_candidates(s->ids, s->kept, m, best, best - spread, &mass);
+    const int64_t m = at_least(x, n, best + logf(min_p), s->ids, s->kept);
     return draw_among(x, s->ids, m, best, t, u, s->weights);
   }
   best = row_max(x, n);
@@ -405,6 +408,7 @@ static int32_t sample_unbounded(const float *x, int64_t n, float t, float top_p,
   const int64_t blocks = (n + BLOCK - 1) / BLOCK;
   double block_totals[blocks];
   const double total = weigh_row(x, n, best, 1.0f / t, s->weights, block_totals);
+  if (!(total > 0.0)) return argmax(x, n); /* a row of -inf, +inf or NaN logits */
   double target = u * total;
   int64_t chosen = -1, last_weighted = 0;
   for (int64_t b = 0; b < blocks && chosen < 0; b++) {
@@ -422,7 +426,7 @@ static int32_t sample_unbounded(const float *x, int64_t n, float t, float top_p,
 
 /* One token per row.  rows: the logits; row i of the step is rows + row_index[i] *
  * row_stride.  temperature <= 0: greedy.  top_k <= 0 or >= n_vocab: no top_k.  u: a
- * uniform number in [0, 1) per row.  scratch: 3 * (n_vocab + 16) floats per thread. */
+ * uniform number in [0, 1) per row.  scratch: 3 * n_vocab floats per thread. */
 void rocm_infer_sample_rows(const float *rows, int64_t row_stride, int64_t n_vocab, int64_t n_rows, const int64_t *row_index,
                             const float *temperature, const int32_t *top_k, const float *top_p, const float *min_p,
                             const double *u, int32_t *tokens, float *scratch, int32_t n_threads) {
@@ -435,11 +439,10 @@ void rocm_infer_sample_rows(const float *rows, int64_t row_stride, int64_t n_voc
 #ifdef _OPENMP
     thread = omp_get_thread_num();
 #endif
-    const int64_t width = n_vocab + LANES; /* at_least writes up to LANES past its hits */
-    float *base = scratch + (int64_t)thread * 3 * width;
-    scratch_t s = {base, (int32_t *)(base + width), base + 2 * width};
+    float *base = scratch + (int64_t)thread * 3 * n_vocab;
+    scratch_t s = {base, (int32_t *)(base + n_vocab), base + 2 * n_vocab};
     const float *x = rows + row_index[r] * row_stride;
-    if (temperature[r] <= 0.0f)
+    if (!(temperature[r] > 0.0f) || isinf(1.0f / temperature[r])) /* a subnormal temperature is greedy too */
       tokens[r] = argmax(x, n_vocab);
     else if (top_k[r] > 0 && top_k[r] < n_vocab)
       tokens[r] = sample_top_k(x, n_vocab, top_k[r], temperature[r], top_p[r], min_p[r], u[r], &s);

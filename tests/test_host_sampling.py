@@ -104,6 +104,8 @@ SETTINGS = [
     GenerateConfig(temperature=1.0, min_p=0.05),
     GenerateConfig(temperature=0.7, top_k=100, min_p=0.02),
     GenerateConfig(temperature=1.5),
+    GenerateConfig(temperature=0.9, top_p=0.9, min_p=0.05),
+    GenerateConfig(temperature=0.9, top_k=60, top_p=0.9, min_p=0.05),
 ]
 
 
@@ -156,13 +158,41 @@ def test_top_k_rows_draw_only_from_the_k_best_at_any_vocabulary_size(n_vocab):
     """Vocabularies that fill the native loops' chunks and ones with a remainder; k at
     and past the vocabulary means no top_k."""
     rows = np.random.default_rng(n_vocab).standard_normal((40, n_vocab)).astype(np.float32)
-    for k in (1, 7, 50, n_vocab, n_vocab + 5):
+    for k in (1, 7, 50, n_vocab - 1, n_vocab, n_vocab + 5):
         samplers = [HostSampler(50.0, top_k=k, seed=i) for i in range(len(rows))]  # near-uniform over the k
         tokens = sample_rows(rows.copy(), samplers)
         best = np.argsort(-rows, axis=1)[:, : min(k, n_vocab)]
         assert all(token in best[i] for i, token in enumerate(tokens))
         if k >= 50 and n_vocab > k:
             assert len(set(tokens.tolist())) > 20  # drawn across the k, not only the best
+
+
+def test_a_nucleus_ending_among_tied_tokens_takes_as_many_as_it_needs():
+    """100 equal logits: top_p 0.505 is reached at the 51st of them (clear of rounding,
+    unlike 0.5), so 51 different tokens are drawn (which 51 is arbitrary, in llama.cpp
+    too), never more."""
+    row = np.zeros(100, dtype=np.float32)
+    config = GenerateConfig(temperature=1.0, top_p=0.505)
+    for tokens in (ours(row, config, DRAWS), llama_cpp_draws(row, config, 4000)):
+        assert len(set(tokens.tolist())) == 51
+
+
+def test_rows_without_weights_to_draw_by_give_their_best_token():
+    """A subnormal temperature (1 / T overflows) is greedy; a row whose only finite logit
+    is one token gives that token on every path; a NaN among a row's first k does not
+    hide its best token from top_k."""
+    rng = np.random.default_rng(4)
+    row = rng.standard_normal(1000).astype(np.float32)
+    row[0] = -np.inf
+    assert ours(row, GenerateConfig(temperature=1e-40), 200).tolist() == [int(row.argmax())] * 200
+    lone = np.full(1000, -np.inf, dtype=np.float32)
+    lone[321] = 0.5
+    for config in (GenerateConfig(temperature=0.0), GenerateConfig(temperature=1.0), GenerateConfig(temperature=0.8, top_p=0.9),
+                   GenerateConfig(temperature=0.8, min_p=0.1), GenerateConfig(temperature=0.8, top_k=40)):
+        assert set(ours(lone, config, 200).tolist()) == {321}, config
+    nan_first = rng.standard_normal(1000).astype(np.float32)
+    nan_first[0], nan_first[500] = np.nan, 20.0
+    assert set(ours(nan_first, GenerateConfig(temperature=0.1, top_k=10), 200).tolist()) == {500}
 
 
 def test_suppressed_and_masked_tokens_are_never_drawn():
@@ -206,6 +236,8 @@ def test_row_ids_pick_the_rows_sampled_and_leave_the_others():
     assert np.array_equal(rows, before)
     with pytest.raises(ValueError):
         RowSampler(300).sample(rows, [HostSampler(0.0)], row_ids=[6])
+    with pytest.raises(ValueError):
+        RowSampler(300).sample(rows[0], [HostSampler(0.0)])
 
 
 def test_a_seed_repeats_its_tokens_and_another_seed_does_not():

@@ -29,7 +29,6 @@ from ..build import LIB_DIR
 from ..errors import BackendUnavailableError
 
 SAMPLER_LIBRARY = "librocm_infer_sampling.so"
-_LANES = 32  # csrc/host_sampler.c writes up to this many floats past a row's candidates
 
 @dataclass
 class HostSampler:
@@ -84,7 +83,7 @@ class RowSampler:
         self._n_vocab = n_vocab
         self._threads = max(1, threads)
         self._sample = _native_sample_rows()
-        self._scratch = np.empty(self._threads * 3 * (n_vocab + _LANES), dtype=np.float32)
+        self._scratch = np.empty(self._threads * 3 * n_vocab, dtype=np.float32)
         self._scratch_address = self._scratch.ctypes.data
         self._grow(64)
 
@@ -100,8 +99,8 @@ class RowSampler:
         """One token per sampler: ``samplers[i]`` samples ``rows[row_ids[i]]`` (``rows[i]``
         without ``row_ids``).  Penalties change those rows in place."""
         n = len(samplers)
-        if rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != self._n_vocab:
-            raise ValueError(f"rows must be C-contiguous float32 of width {self._n_vocab}")
+        if rows.ndim != 2 or rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != self._n_vocab:
+            raise ValueError(f"rows must be a C-contiguous float32 matrix of width {self._n_vocab}")
         if row_ids is None:
             row_ids = range(n)
         if len(row_ids) != n or (n and not 0 <= min(row_ids) <= max(row_ids) < rows.shape[0]):
