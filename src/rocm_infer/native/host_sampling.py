@@ -30,6 +30,7 @@ from ..errors import BackendUnavailableError
 
 SAMPLER_LIBRARY = "librocm_infer_sampling.so"
 
+
 @dataclass
 class HostSampler:
     """One request's sampling settings, its recent tokens (for the repeat penalty) and

@@ -3,7 +3,7 @@
 The order is the one llama.cpp's own tools use (penalties, top-k, top-p, min-p,
 temperature, then a seeded draw); ``chain_plan`` is pure, and the device sampler
 (``device_sampling``) builds its llama.cpp chain from it, while the host sampler
-(``host_sampling``) follows the same order in numpy.
+(``host_sampling``, with ``csrc/host_sampler.c``) follows the same order.
 """
 
 from __future__ import annotations
