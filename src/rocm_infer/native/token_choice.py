@@ -9,6 +9,8 @@ some row of the step needs them.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 from .constraints import mask_rows
@@ -32,6 +34,8 @@ class TokenChooser:
         self._suppressed = np.array(suppressed, dtype=np.int64)
         self._device = DeviceSamplers(ctx, n_vocab, suppressed) if policy is not DevicePolicy.OFF else None
         self._rows = RowSampler(n_vocab, sampling_threads)
+        self._logits: np.ndarray | None = None  # a view of llama.cpp's logits buffer while it stays put
+        self._logits_address = 0
 
     def place(self, request: Request, running: int) -> None:
         """Sample on the device where the policy wants it and it can (a chain on the
@@ -65,7 +69,7 @@ class TokenChooser:
         host = [row for row, (chunk, _) in enumerate(outputs) if chunk.request.host_sampler is not None]
         rows = None
         if host:
-            rows = np.ctypeslib.as_array(self._ctx.logits_ptr(), shape=(len(outputs), self._n_vocab))
+            rows = self._logits_rows(len(outputs))
             if self._suppressed.size:  # in llama.cpp's buffer itself: the next decode overwrites it
                 rows[np.ix_(host, self._suppressed)] = -np.inf
             free = [row for row in host if outputs[row][0].request.constraint is None]
@@ -82,6 +86,18 @@ class TokenChooser:
         stats.host_sampled += len(host)
         stats.device_sampled += len(outputs) - len(host)
         return tokens, rows
+
+    def _logits_rows(self, n_rows: int) -> np.ndarray:
+        """The step's first ``n_rows`` logits rows, in llama.cpp's own buffer.  The view is
+        kept while the buffer stays at one address (llama.cpp reallocates it only to grow):
+        a fresh ``as_array`` each step builds ctypes array types, measured at ~2.5% of a
+        one-stream step of the tiny stand-in."""
+        pointer = self._ctx.logits_ptr()
+        address = ctypes.cast(pointer, ctypes.c_void_p).value or 0
+        if self._logits is None or address != self._logits_address or n_rows > len(self._logits):
+            self._logits = np.ctypeslib.as_array(pointer, shape=(n_rows, self._n_vocab))
+            self._logits_address = address
+        return self._logits[:n_rows]
 
     def _sample(self, rows: np.ndarray, subset: list[int], outputs: list[tuple[Chunk, int]], tokens: list[int]) -> None:
         """Sample ``rows[subset]`` on the host into ``tokens``, applying structured-output
