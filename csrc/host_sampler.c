@@ -63,8 +63,6 @@ static float lanes_max(const float *x, int64_t n) {
   return best;
 }
 
-static float row_max(const float *x, int64_t n) { return lanes_max(x, n); }
-
 /* The first index of the largest logit (NaNs skipped): chunk maxima in one vectorised
  * pass, then a scan of the one chunk that holds the best. */
 static int32_t argmax(const float *x, int64_t n) {
@@ -373,12 +371,11 @@ static int32_t sample_top_k(const float *x, int64_t n, int64_t k, float t, float
 }
 
 static int32_t sample_unbounded(const float *x, int64_t n, float t, float top_p, float min_p, double u, scratch_t *s) {
-  float best;
+  const float best = lanes_max(x, n);
   if (top_p > 0.0f && top_p < 1.0f) {
     /* the nucleus lies among the heaviest tokens: first those within HEAD_SPREAD of the
      * best (weight e^-10), widening while they do not hold top_p of the mass */
     float spread = HEAD_SPREAD;
-    best = row_max(x, n);
     const double need = (double)top_p * row_total(x, n, best, 1.0f);
     int64_t m = at_least(x, n, best - spread, s->ids, s->kept);
     double mass;
@@ -399,11 +396,9 @@ static int32_t sample_unbounded(const float *x, int64_t n, float t, float top_p,
     return draw_among(x, s->ids, keep, best, t, u, s->weights);
   }
   if (min_p > 0.0f) { /* the tokens with logit >= best + log(min_p), as llama.cpp keeps them */
-    best = row_max(x, n);
     const int64_t m = at_least(x, n, best + logf(min_p), s->ids, s->kept);
     return draw_among(x, s->ids, m, best, t, u, s->weights);
   }
-  best = row_max(x, n);
   /* temperature alone: the whole vocabulary */
   const int64_t blocks = (n + BLOCK - 1) / BLOCK;
   double block_totals[blocks];

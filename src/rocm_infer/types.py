@@ -206,7 +206,7 @@ class LoadConfig:
     back) the requests whose host sampling needs a pass over the whole vocabulary (top-p
     without top-k, min-p alone, pure temperature) when the output layer is on a GPU and
     at most four requests run or wait (counted up to ``parallel_slots``), and everything else on the host (all rows of a step at
-    once, numpy; with the layers on a GPU, split over up to eight threads); ``"on"`` puts every
+    once, in ``csrc/host_sampler.c``, split over up to eight threads); ``"on"`` puts every
     request the device can sample there, ``"off"`` none (the llama-server backend passes
     ``"on"`` as ``--backend-sampling``).  ``prefix_cache``: a finished request's KV cells
     stay cached, and a new request reuses the longest prefix it shares with any cached

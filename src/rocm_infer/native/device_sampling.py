@@ -62,8 +62,9 @@ class DevicePolicy(enum.Enum):
 
 
 # ``WHOLE_VOCAB``: while at most this many requests run or wait (the queue is counted: it
-# joins the steps soon; no more than the slots can share a step), a whole-vocabulary request is sampled on the device (between the
-# H200's 1 and 16 streams, where the two paths crossed)
+# joins the steps soon; no more than the slots can share a step), a whole-vocabulary
+# request is sampled on the device (between the H200's 1 and 16 streams, where the two
+# paths crossed, measured against the numpy host path that the C one replaced)
 WHOLE_VOCAB_ROWS = 4
 
 

@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..build import LIB_DIR
+from ..build import LIB_DIR, SAMPLER_LIBRARY
 from ..errors import BackendUnavailableError
-
-SAMPLER_LIBRARY = "librocm_infer_sampling.so"
 
 
 @dataclass

@@ -103,7 +103,8 @@ class TokenChooser:
         """Sample ``rows[subset]`` on the host into ``tokens``, applying structured-output
         masks first.  Penalties and masks change rows in place, but never llama.cpp's buffer
         (log-probabilities and classify logits are read from its rows, where only the
-        vocabulary's suppressed ids are -inf): those rows are copied first, and only they."""
+        vocabulary's suppressed ids are -inf): a subset with any such row is copied first,
+        a subset without one is sampled in the buffer itself."""
         requests = [outputs[row][0].request for row in subset]
         samplers = [r.host_sampler for r in requests]
         constraints = [r.constraint for r in requests if r.constraint is not None]

@@ -116,7 +116,7 @@ class ReaderThreads:
         while (job := self._jobs.get()) is not None:
             try:
                 job()  # ``StreamWorker.run`` ends its stream whatever happens
-            except Exception:  # a fault past that (a sink that cannot take its end): keep the thread
+            except BaseException:  # a fault past that (a sink that cannot take its end): keep the thread
                 _log.exception("a stream reader failed after its stream ended")
             del job  # an idle thread must not keep its last request's model alive
 
@@ -231,8 +231,10 @@ class StreamWorker:
             response.close()
 
     def _end(self, reason: FinishReason, error: BaseException | None) -> None:
-        self._sink.put(Finished(reason, self._metrics(), error))
-        self.done.set()
+        try:
+            self._sink.put(Finished(reason, self._metrics(), error))
+        finally:  # ``join_all`` must not wait out its deadline for a sink that failed
+            self.done.set()
 
     def run(self) -> None:
         with self._state_lock:

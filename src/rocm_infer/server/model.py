@@ -102,6 +102,8 @@ class ServerModel(TextModel):
         except BaseException:
             self._process.close()
             self._control.close()
+            if hasattr(self, "_client"):
+                self._client.close()
             raise
         # last, once nothing can fail: one reader per slot, as the server runs no more at
         # once (measured: classify and 16 streams as fast as with twice as many readers or
