@@ -29,6 +29,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "host_sampler.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif

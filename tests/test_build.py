@@ -41,8 +41,8 @@ def test_tools_are_installed_and_resolve_their_libraries_without_ld_library_path
         assert all(Path(where).resolve().parent == LIB_DIR.resolve() for where in ours.values()), ours
 
 
-def test_the_host_sampler_is_installed_beside_libllama_and_shares_ggml_openmp_runtime():
-    """The engine samples in librocm_infer_sampling; its OpenMP threads are the pool
+def test_the_host_library_is_installed_beside_libllama_and_shares_ggml_openmp_runtime():
+    """The engine samples in librocm_infer_host; its OpenMP threads are the pool
     ggml's CPU backend decodes with only when both link one runtime."""
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
 
@@ -51,7 +51,7 @@ def test_the_host_sampler_is_installed_beside_libllama_and_shares_ggml_openmp_ru
         assert "not found" not in ldd
         return {name.strip(): where.split(" (")[0] for name, where in (line.split(" => ") for line in ldd.splitlines() if " => " in line)}
 
-    ours, ggml = linked("librocm_infer_sampling.so"), linked("libggml-cpu.so")
+    ours, ggml = linked("librocm_infer_host.so"), linked("libggml-cpu.so")
     openmp = {name for name in ggml if name.startswith(("libgomp", "libomp", "libiomp"))}
     assert all(ours.get(name) == ggml[name] for name in openmp), (ours, ggml)
 

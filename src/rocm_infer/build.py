@@ -16,7 +16,7 @@ from .vulkan import vulkan_coopmat
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 LIB_DIR = PACKAGE_DIR / "lib"
-SAMPLER_LIBRARY = "librocm_infer_sampling.so"  # the engine's host sampler, csrc/host_sampler.c
+HOST_LIBRARY = "librocm_infer_host.so"  # the engine's native host code: csrc/host_sampler.c, csrc/decode_run.c
 BIN_DIR = PACKAGE_DIR / "bin"
 BUILD_CONFIG = PACKAGE_DIR / "build_config.json"
 

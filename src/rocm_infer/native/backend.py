@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..build import LIB_DIR, SAMPLER_LIBRARY, build_config, library_present
+from ..build import LIB_DIR, HOST_LIBRARY, build_config, library_present
 from ..errors import BackendUnavailableError
 from ..hardware import rocm_problem
 from ..interface import Backend, TextModel
@@ -17,9 +17,9 @@ class LlamaCppBackend(Backend):
     name = "llama_cpp"
 
     def unavailable_reason(self) -> str | None:
-        # the host sampler too: a checkout pulled without a rebuild can lack it, found
+        # the engine's native host code too: a checkout pulled without a rebuild can lack it, found
         # otherwise only once a model's weights were loaded
-        if not library_present() or not (LIB_DIR / SAMPLER_LIBRARY).is_file():
+        if not library_present() or not (LIB_DIR / HOST_LIBRARY).is_file():
             return f"the native libraries are missing from {LIB_DIR}; reinstall with `pip install -r requirements.txt`"
         return None
 

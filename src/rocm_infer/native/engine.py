@@ -6,7 +6,7 @@ only the engine thread touches it.  Each step is plan, run, record, deliver:
 - ``plan_step`` (pure) picks one token for every decoding request, prefill
   chunks for new ones and admissions (see ``scheduler``), after ``KvSlots`` has
   matched waiting requests with the prefixes they can reuse;
-- ``_run`` fills one ``llama_batch`` and launches ``llama_decode`` (the only code
+- ``_run`` fills one ``llama_batch`` and launches ``llama_decode`` (the only Python
   that does; ctypes releases the GIL meanwhile), then waits for it;
 - ``_record`` has the step's tokens chosen (``TokenChooser``: device or host) and
   appends them to their requests, ending those that reached an end token, their
@@ -20,6 +20,13 @@ decodes: the host's per-token work then costs no step time.  A stop string found
 that way ends its request one step late; the extra row it decoded is dropped.
 A finished request's cells become a prefix-cache entry or are freed at once, and
 never while a decode is in flight.
+
+When a step would only decode one token for each running request, every one of them
+is plain (``decode_run.is_plain``: no per-token work that needs Python before the next
+step) and nothing new came in, the step becomes a native run (``_decode_run``): C
+decodes and samples step after step until a row ends, a row's length is reached, the
+run's time is up or ``interrupt`` is set (by ``submit``, ``call``, ``close`` and every
+cancel); then the run's tokens are recorded and delivered as each step's would be.
 
 Errors come back as values on the request's sink and are raised in the
 caller's thread; an exception inside a step fails the requests of that step,
@@ -37,13 +44,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import numpy as np
 
 from ..errors import EngineError, ModelClosedError, OutOfMemoryError, RequestTimeoutError, RocmInferError
 from ..stream import Finished
 from ..types import ClassifyResult, GenerateMetrics, Token
 from .batch import Batch
+from .decode_run import MAX_RUN_S, MAX_RUN_STEPS, DecodeRuns, is_plain
 from .device_sampling import DevicePolicy
-from .handles import LlamaContext, NoKvSlotError
+from .handles import LlamaContext, NoKvSlotError, check_decode
 from .kv_slots import KvSlots
 from .request import Request, RequestKind, RequestStatus
 from .sampling import token_logprob
@@ -67,6 +76,8 @@ class Engine:
         self._budget = budget
         self._weights_bytes = weights_bytes
         self._batch = Batch(budget)
+        self._runs = DecodeRuns(ctx, self._batch, vocab.n_tokens, vocab.eog_tokens, vocab.suppressed, self._chooser.rows)
+        self._interrupt = self._runs.interrupt  # set after each put into the inbox and each cancel
         self._n_slots = n_slots
         self.kv = KvSlots(ctx, n_slots, prefix_cache)  # read only on the engine thread (``call``)
         self._running: list[Request] = []
@@ -89,6 +100,18 @@ class Engine:
             if self._closed:
                 raise ModelClosedError("the model is closed; load it again")
             self._inbox.put(request)
+            self._interrupt.value = 1
+
+    def canceller(self, request: Request) -> Callable[[], None]:
+        """The request's cancel: thread-safe, never blocks (a stream's finalizer calls
+        it), and holds neither the engine nor the request."""
+        event, interrupt = request.cancel_event, self._interrupt
+
+        def cancel() -> None:
+            event.set()
+            interrupt.value = 1
+
+        return cancel
 
     def call(self, fn: Callable[[LlamaContext], T], timeout: float = 30.0) -> T:
         """Run ``fn(ctx)`` on the engine thread between two steps (the context is
@@ -98,6 +121,7 @@ class Engine:
             if self._closed:
                 raise ModelClosedError("the model is closed; load it again")
             self._inbox.put((fn, future))
+            self._interrupt.value = 1
         return future.result(timeout)
 
     def close(self) -> None:
@@ -107,6 +131,7 @@ class Engine:
                 return
             self._closed = True
             self._inbox.put(_SHUTDOWN)
+            self._interrupt.value = 1
         self._thread.join()
 
     def active_memory_bytes(self) -> int:
@@ -134,12 +159,18 @@ class Engine:
                 return
             self._admit(plan.admitted)
             self.stats.plan_s += time.perf_counter() - started
-            outputs = self._run(plan)
-            self._record(plan, outputs)
-            if not self._overlap:
-                self._deliver()
-            self.stats.steps += 1
-            self.stats.tokens += plan.n_tokens
+            if self._can_run(plan):
+                steps = self._decode_run(plan)
+                self.stats.steps += steps
+                self.stats.run_steps += steps
+                self.stats.tokens += steps * plan.n_tokens
+            else:
+                outputs = self._run(plan)
+                self._record(plan, outputs)
+                if not self._overlap:
+                    self._deliver()
+                self.stats.steps += 1
+                self.stats.tokens += plan.n_tokens
             self.stats.step_s += time.perf_counter() - started
         except NoKvSlotError as exc:  # nothing was decoded: the step's newest request gives way
             assert plan is not None
@@ -216,6 +247,7 @@ class Engine:
             request.status = RequestStatus.RUNNING
             request.admitted_at = now
             self._chooser.place(request, running)
+            request.plain = is_plain(request)
 
     def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
         """Fill the batch and decode (with ``overlap``, delivering the last step's text
@@ -247,6 +279,59 @@ class Engine:
                 self._in_flight = False
         self.stats.decode_s += time.perf_counter() - decode_started
         return outputs
+
+    def _can_run(self, plan: StepPlan) -> bool:
+        """The step may become a native run (``decode_run``): it only decodes one token for
+        each running request, each is plain, and nothing new came in.  Requests left
+        waiting wait for cells or a slot, which only an ending request (that ends the run)
+        frees.  Text still undelivered (``overlap``) is delivered first: a plain request
+        has no stop string, so delivering ends none of the run's rows."""
+        if plan.admitted or len(plan.chunks) != len(self._running):
+            return False
+        if not all(c.request.plain and c.count == 1 and c.wants_logits for c in plan.chunks):
+            return False
+        self._interrupt.value = 0  # before the look at the inbox: a put after it sets it again
+        if not self._inbox.empty():
+            return False
+        if self._undelivered:
+            self._deliver()
+        return True
+
+    def _decode_run(self, plan: StepPlan) -> int:
+        """Decode steps natively until one of the rows ends (or the run's limits), then
+        record and deliver each step's tokens in order, as ``_record`` would have step by
+        step; returns the steps taken."""
+        requests = [chunk.request for chunk in plan.chunks]
+        max_steps = min(MAX_RUN_STEPS, *(min(r.config.max_tokens - len(r.generated), self._n_ctx - r.n_tokens) for r in requests))
+        now = time.perf_counter()
+        # a deadline (running or waiting) ends the run near it, so timeouts stay on time
+        max_seconds = min([MAX_RUN_S, *(r.deadline - now for r in (*self._running, *self._waiting) if r.deadline is not None)])
+        result = self._runs.run(requests, max_steps, max(0.0, max_seconds))
+        recorded = time.perf_counter()
+        self.stats.decode_s += result.decode_s
+        self.stats.sample_s += result.sample_s
+        if len(result.tokens):
+            self._record_run(requests, result.tokens, recorded)
+        self.stats.host_sampled += result.tokens.size
+        self.stats.emit_s += time.perf_counter() - recorded
+        check_decode(result.code)
+        return len(result.tokens)
+
+    def _record_run(self, requests: list[Request], tokens: np.ndarray, now: float) -> None:
+        """Record and deliver a run's tokens.  Only a run's last step can end a row (the
+        run stops after it), and a plain request has no stop string, so each token before
+        it is appended and its text handed over at once; the last goes the way of every
+        step's token (``_record_token``, ``_deliver``)."""
+        piece = self._vocab.piece
+        for request, column in zip(requests, tokens.T.tolist()):
+            *head, last = column
+            request.n_computed += len(column)
+            request.generated.extend(head)
+            feed, put = request.detokenizer.feed, request.sink.put
+            for token in head:
+                put(Token(token, feed(piece(token))))
+            self._record_token(request, last, None, now)
+        self._deliver()
 
     def _record(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
         """Choose the step's tokens and append them to their requests; end the requests

@@ -30,6 +30,15 @@ class NoKvSlotError(OutOfMemoryError):
     cache is as it was), so the engine can drop one request and retry the others."""
 
 
+def check_decode(rc: int) -> None:
+    """Raise for a ``llama_decode`` return code other than 0 (``LlamaContext.launch``
+    lists them; a decode run's -100: its logits could not be read)."""
+    if rc == 1:
+        raise NoKvSlotError("llama_decode found no free KV slot for the batch")
+    if rc != 0:
+        raise EngineError(f"llama_decode failed with code {rc}")
+
+
 class _OwnedPointer:
     """One C pointer, freed once by ``_free``; ``close()`` twice is harmless."""
 
@@ -134,11 +143,7 @@ class LlamaContext(_OwnedPointer):
         -1 = invalid batch, < -1 = fatal.  The scheduler reserves cells before admitting
         work, so any non-zero code here is a real fault (and nothing is left running).
         """
-        rc = self._llama.llama_decode(self.ptr, batch)
-        if rc == 1:
-            raise NoKvSlotError("llama_decode found no free KV slot for the batch")
-        if rc != 0:
-            raise EngineError(f"llama_decode failed with code {rc}")
+        check_decode(self._llama.llama_decode(self.ptr, batch))
 
     def wait(self) -> None:
         """Wait until the launched decode is done (at once on the CPU backend)."""

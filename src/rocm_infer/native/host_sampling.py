@@ -19,14 +19,12 @@ sampled frequencies with llama.cpp's chain), not its random stream.
 from __future__ import annotations
 
 import collections
-import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..build import LIB_DIR, SAMPLER_LIBRARY
-from ..errors import BackendUnavailableError
+from .host_library import host_library
 
 
 @dataclass
@@ -45,6 +43,9 @@ class HostSampler:
 
     def __post_init__(self) -> None:
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        # draws taken for a decode run that ended before using them, next in line: the
+        # request's uniform numbers are used in one order however its steps were run
+        self._spare: collections.deque[float] = collections.deque()
         self.recent = collections.deque(maxlen=self.repeat_last_n if self.repeat_penalty != 1.0 else 0)
 
     @property
@@ -54,6 +55,17 @@ class HostSampler:
     @property
     def penalised(self) -> bool:
         return self.repeat_penalty != 1.0 and self.repeat_last_n > 0
+
+    def next_uniform(self) -> float:
+        return self._spare.popleft() if self._spare else float(self.rng.random())
+
+    def uniforms(self, n: int) -> np.ndarray:
+        """The next ``n`` uniform numbers; ``give_back`` returns those left unused."""
+        head = [self._spare.popleft() for _ in range(min(n, len(self._spare)))]
+        return np.concatenate((head, self.rng.random(n - len(head))))
+
+    def give_back(self, unused: np.ndarray) -> None:
+        self._spare.extendleft(reversed(unused.tolist()))
 
     def accept(self, token: int) -> None:
         """Record a token of the sequence (prompt or generated) for the penalty window."""
@@ -80,10 +92,10 @@ class RowSampler:
 
     def __init__(self, n_vocab: int, threads: int = 1) -> None:
         self._n_vocab = n_vocab
-        self._threads = max(1, threads)
-        self._sample = _native_sample_rows()
-        self._scratch = np.empty(self._threads * 3 * n_vocab, dtype=np.float32)
-        self._scratch_address = self._scratch.ctypes.data
+        self.threads = max(1, threads)
+        self._sample = host_library().rocm_infer_sample_rows
+        self.scratch = np.empty(self.threads * 3 * n_vocab, dtype=np.float32)  # shared with the decode runs
+        self._scratch_address = self.scratch.ctypes.data
         self._grow(64)
 
     def _grow(self, n_rows: int) -> None:
@@ -115,27 +127,6 @@ class RowSampler:
         top_k[:n] = [s.top_k for s in samplers]
         top_p[:n] = [s.top_p for s in samplers]
         min_p[:n] = [s.min_p for s in samplers]
-        uniform[:n] = [0.0 if s.greedy else s.rng.random() for s in samplers]
-        self._sample(rows.ctypes.data, self._n_vocab, self._n_vocab, n, *self._addresses, self._scratch_address, self._threads)
+        uniform[:n] = [0.0 if s.greedy else s.next_uniform() for s in samplers]
+        self._sample(rows.ctypes.data, self._n_vocab, self._n_vocab, n, *self._addresses, self._scratch_address, self.threads)
         return self._tokens[:n].copy()
-
-
-_native: ctypes._CFuncPtr | None = None  # type: ignore[name-defined]
-
-
-def _native_sample_rows() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
-    """``rocm_infer_sample_rows`` from the library built beside libllama (loaded once;
-    ctypes releases the GIL for the call)."""
-    global _native
-    if _native is None:
-        path = LIB_DIR / SAMPLER_LIBRARY
-        try:
-            library = ctypes.CDLL(str(path))
-        except OSError as exc:
-            raise BackendUnavailableError(f"the host sampler {path} could not be loaded ({exc}); "
-                                          "reinstall the package with `pip install -r requirements.txt` so that CMake builds it") from exc
-        function = library.rocm_infer_sample_rows
-        function.restype = None
-        function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8 + [ctypes.c_int32]
-        _native = function
-    return _native

@@ -169,7 +169,7 @@ class NativeModel(TextModel):
         constraint = self._grammars.constraint(llguidance_grammar(*config.constraint)) if config.constraint else None
         request = Request(ids, config, sink, RequestKind.CLASSIFY if classify else RequestKind.GENERATE, constraint)
         self._engine.submit(request)
-        return request.cancel_event.set
+        return self._engine.canceller(request)
 
     def _render_chat(self, messages: Sequence[Message]) -> str:
         self._check_open()

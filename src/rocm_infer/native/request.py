@@ -61,6 +61,7 @@ class Request:
     n_computed: int = 0
     generated: list[int] = field(default_factory=list)
     host_sampler: HostSampler | None = None  # None while waiting, and when the device samples it
+    plain: bool = False  # set at admission: its decode steps may run natively (``decode_run.is_plain``)
     # set before each plan while waiting (kv_slots.match): the prefix it would reuse
     reuse_from: int | None = None
     reuse_len: int = 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 @dataclass
 class EngineStats:
     steps: int = 0
+    run_steps: int = 0  # of ``steps``, those decoded inside native runs (``decode_run``)
     tokens: int = 0
     step_s: float = 0.0
     plan_s: float = 0.0

@@ -33,7 +33,7 @@ class TokenChooser:
         self._policy = policy
         self._suppressed = np.array(suppressed, dtype=np.int64)
         self._device = DeviceSamplers(ctx, n_vocab, suppressed) if policy is not DevicePolicy.OFF else None
-        self._rows = RowSampler(n_vocab, sampling_threads)
+        self.rows = RowSampler(n_vocab, sampling_threads)
         self._logits: np.ndarray | None = None  # a view of llama.cpp's logits buffer while it stays put
         self._logits_address = 0
 
@@ -114,7 +114,7 @@ class TokenChooser:
                 mask_rows(block, constraints)
         else:
             block, row_ids = rows, subset
-        for row, token in zip(subset, self._rows.sample(block, samplers, row_ids)):  # type: ignore[arg-type]
+        for row, token in zip(subset, self.rows.sample(block, samplers, row_ids)):  # type: ignore[arg-type]
             tokens[row] = int(token)
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ before it is submitted, keeping that work off the engine's hot path.
 
 from __future__ import annotations
 
+import array
 import ctypes
 from typing import Any
 
@@ -21,7 +22,7 @@ class Vocab:
         self.add_bos = bool(self._llama.llama_vocab_get_add_bos(vocab_ptr))
         # Both tables are read once at load, so no request pays for them.  eog_tokens:
         # end-of-generation ids (EOS, EOT, <end_of_turn>...), as llama.cpp marks them.
-        self._pieces = self._read_pieces()
+        self._blob, self._offsets = self._read_pieces()
         self.eog_tokens = frozenset(t for t in range(self.n_tokens) if self._llama.llama_vocab_is_eog(self.ptr, t))
         self.suppressed = self._read_suppressed()
 
@@ -49,11 +50,16 @@ class Vocab:
     def piece(self, token: int) -> bytes:
         """The bytes of one token; control tokens render as nothing.  Bytes, not
         text: a token may hold part of a UTF-8 character."""
-        return self._pieces[token] if token < len(self._pieces) else b""
+        if not 0 <= token < self.n_tokens:
+            return b""
+        return self._blob[self._offsets[token] : self._offsets[token + 1]]
 
-    def _read_pieces(self) -> list[bytes]:
-        """Every token's bytes, read once: a Python list index is cheaper on the
-        per-token path than a ctypes call and a buffer."""
+    def _read_pieces(self) -> tuple[bytes, array.array[int]]:
+        """Every token's bytes, read once, end to end in one buffer with each token's
+        offset in another: a lookup on the per-token path is then two reads from two
+        compact tables.  A list of 128k separate bytes objects was as fast only while
+        they were in cache: right after a decode step, on the 2-core VM, the first look
+        at a token's bytes object took ~5.6 us (~0.08 us the second time)."""
         buf = ctypes.create_string_buffer(256)
         pieces = []
         for token in range(self.n_tokens):
@@ -64,7 +70,10 @@ class Vocab:
                 pieces.append(big.raw[:n])
             else:
                 pieces.append(buf.raw[:n])
-        return pieces
+        offsets = array.array("q", [0])
+        for piece in pieces:
+            offsets.append(offsets[-1] + len(piece))
+        return b"".join(pieces), offsets
 
     def is_eog(self, token: int) -> bool:
         return token in self.eog_tokens

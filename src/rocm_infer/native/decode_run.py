@@ -1,0 +1,113 @@
+"""Runs of plain decode steps in one native call (``csrc/decode_run.c`` says why).
+
+The engine starts a run when a step would only decode one token for each running
+request and every one of them is plain (``is_plain``); the run decodes and samples step
+after step in C until a row ends, the fewest tokens any row may still make are made,
+``MAX_RUN_S`` has passed, or the engine's interrupt flag is set, and hands back every
+step's tokens for the engine to record as it records one step's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+
+from .batch import Batch
+from .handles import LlamaContext
+from .host_library import RunArgs, host_library
+from .host_sampling import RowSampler
+from .request import Request, RequestKind
+
+# Steps in one run, at most: a run hands its tokens to the streams at its end.
+MAX_RUN_STEPS = 32
+# How long a run may take: streams get their tokens at least this often (one step more
+# where a step is longer), so a streamed answer still arrives as it is made.
+MAX_RUN_S = 0.05
+
+
+def is_plain(request: Request) -> bool:
+    """Every token of it can be chosen in a run: sampled on the host with llama.cpp's
+    chain alone, and nothing per token needs Python before the next step (no repeat
+    penalty window, structured-output mask, log-probability, stop string or stop token)."""
+    config = request.config
+    sampler = request.host_sampler
+    return (request.kind is RequestKind.GENERATE and sampler is not None and not sampler.penalised and request.constraint is None
+            and not config.logprobs and not config.stop and not config.stop_tokens)
+
+
+@dataclass
+class RunResult:
+    tokens: np.ndarray  # (steps, rows): row r's token of each step
+    code: int  # 0, or the code of the llama_decode that failed after ``tokens``' steps
+    decode_s: float
+    sample_s: float
+
+
+class DecodeRuns:
+    def __init__(self, ctx: LlamaContext, batch: Batch, n_vocab: int, eog_tokens: frozenset[int], suppressed: tuple[int, ...],
+                 rows: RowSampler) -> None:
+        self._run = host_library().rocm_infer_decode_run
+        self._ctx = ctx
+        self._batch = batch
+        self._eog = np.zeros(n_vocab, dtype=np.uint8)
+        self._eog[list(eog_tokens)] = 1
+        self._suppressed = np.array(suppressed, dtype=np.int64)
+        self._scratch = rows.scratch  # the host sampler's: a run never overlaps a step's sampling
+        self.interrupt = ctypes.c_int32(0)  # set from any thread: the run ends after its step
+        args = self._args = RunArgs()
+        args.n_vocab = n_vocab
+        args.eog = self._eog.ctypes.data
+        args.suppressed = self._suppressed.ctypes.data
+        args.n_suppressed = self._suppressed.size
+        args.scratch = self._scratch.ctypes.data
+        args.n_threads = rows.threads
+        args.interrupt = ctypes.addressof(self.interrupt)
+        self._capacity = 0
+
+    def _grow(self, n_rows: int) -> None:
+        """Arrays for ``n_rows`` rows, kept between runs with their addresses in the args."""
+        self._capacity = n_rows
+        self._seq_ids, self._first_tokens, self._first_pos, self._top_k = (np.zeros(n_rows, dtype=np.int32) for _ in range(4))
+        self._temperature, self._top_p, self._min_p = (np.zeros(n_rows, dtype=np.float32) for _ in range(3))
+        self._ends_row = np.zeros(n_rows, dtype=np.uint8)
+        self._row_index = np.arange(n_rows, dtype=np.int64)
+        self._uniforms = np.zeros((MAX_RUN_STEPS, n_rows), dtype=np.float64)
+        self._tokens = np.zeros((MAX_RUN_STEPS, n_rows), dtype=np.int32)
+        args = self._args
+        for name in ("seq_ids", "first_tokens", "first_pos", "top_k", "temperature", "top_p", "min_p", "ends_row", "row_index"):
+            setattr(args, name, getattr(self, f"_{name}").ctypes.data)
+
+    def run(self, requests: list[Request], max_steps: int, max_seconds: float) -> RunResult:
+        """Decode up to ``max_steps`` steps (1..MAX_RUN_STEPS) of one token per request,
+        each request's next token fed from the step before.  The caller has reset
+        ``interrupt`` before it last looked for new work."""
+        n = len(requests)
+        if n > self._capacity:
+            self._grow(max(n, 2 * self._capacity))
+        samplers = [r.host_sampler for r in requests]
+        self._seq_ids[:n] = [r.seq_id for r in requests]
+        self._first_tokens[:n] = [r.last_token for r in requests]
+        self._first_pos[:n] = [r.n_computed for r in requests]
+        self._ends_row[:n] = [not r.config.ignore_eos for r in requests]
+        self._temperature[:n] = [s.temperature for s in samplers]  # type: ignore[union-attr]
+        self._top_k[:n] = [s.top_k for s in samplers]  # type: ignore[union-attr]
+        self._top_p[:n] = [s.top_p for s in samplers]  # type: ignore[union-attr]
+        self._min_p[:n] = [s.min_p for s in samplers]  # type: ignore[union-attr]
+        # step after step, n to a step: a row's draws are a column of this view
+        uniforms = self._uniforms.reshape(-1)[: max_steps * n].reshape(max_steps, n)
+        drawing = [(r, s) for r, s in enumerate(samplers) if not s.greedy]  # type: ignore[union-attr]
+        uniforms[:] = 0.0
+        for r, sampler in drawing:
+            uniforms[:, r] = sampler.uniforms(max_steps)  # type: ignore[union-attr]
+        args = self._args
+        args.n_rows, args.max_steps, args.max_seconds = n, max_steps, max_seconds
+        args.uniforms = uniforms.ctypes.data
+        tokens = self._tokens.reshape(-1)[: max_steps * n].reshape(max_steps, n)
+        args.tokens = tokens.ctypes.data
+        code = self._run(self._ctx.ptr, ctypes.byref(self._batch.struct), ctypes.byref(args))
+        steps = args.steps
+        for r, sampler in drawing:
+            sampler.give_back(uniforms[steps:, r])  # type: ignore[union-attr]
+        return RunResult(tokens[:steps].copy(), code, args.decode_seconds, args.sample_seconds)

@@ -1,0 +1,67 @@
+"""The engine's native host code, ``librocm_infer_host`` (built beside libllama from
+``csrc/``): the host sampler and the decode runs, loaded once with their C types.
+
+libllama is loaded first, through the bindings (``bindings.lib``): this library links
+it, and the bindings must be the first to load it (``bindings`` says why).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+from ..build import HOST_LIBRARY, LIB_DIR
+from ..errors import BackendUnavailableError
+from .bindings import lib
+
+
+class RunArgs(ctypes.Structure):
+    """``rocm_infer_run_t`` of ``csrc/decode_run.c``, field for field."""
+
+    _fields_ = [
+        ("n_rows", ctypes.c_int32),
+        ("max_steps", ctypes.c_int32),
+        ("max_seconds", ctypes.c_double),
+        ("n_vocab", ctypes.c_int64),
+        ("seq_ids", ctypes.c_void_p),
+        ("first_tokens", ctypes.c_void_p),
+        ("first_pos", ctypes.c_void_p),
+        ("ends_row", ctypes.c_void_p),
+        ("eog", ctypes.c_void_p),
+        ("suppressed", ctypes.c_void_p),
+        ("n_suppressed", ctypes.c_int64),
+        ("row_index", ctypes.c_void_p),
+        ("temperature", ctypes.c_void_p),
+        ("top_k", ctypes.c_void_p),
+        ("top_p", ctypes.c_void_p),
+        ("min_p", ctypes.c_void_p),
+        ("uniforms", ctypes.c_void_p),
+        ("scratch", ctypes.c_void_p),
+        ("n_threads", ctypes.c_int32),
+        ("interrupt", ctypes.c_void_p),
+        ("tokens", ctypes.c_void_p),
+        ("steps", ctypes.c_int32),
+        ("decode_seconds", ctypes.c_double),
+        ("sample_seconds", ctypes.c_double),
+    ]
+
+
+_library: ctypes.CDLL | None = None
+
+
+def host_library() -> ctypes.CDLL:
+    """The library, its functions typed (ctypes releases the GIL for their calls)."""
+    global _library
+    if _library is None:
+        lib()
+        path = LIB_DIR / HOST_LIBRARY
+        try:
+            library = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise BackendUnavailableError(f"the engine's native host code {path} could not be loaded ({exc}); "
+                                          "reinstall the package with `pip install -r requirements.txt` so that CMake builds it") from exc
+        library.rocm_infer_sample_rows.restype = None
+        library.rocm_infer_sample_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8 + [ctypes.c_int32]
+        library.rocm_infer_decode_run.restype = ctypes.c_int32
+        library.rocm_infer_decode_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(RunArgs)]
+        _library = library
+    return _library

@@ -1,0 +1,144 @@
+"""Native decode runs: plain decode steps taken in C, recorded afterwards as steps are.
+
+A request with log-probabilities is never plain, so it is decoded step by step; run
+alone, both ways feed the model the same one-row batches, so their tokens must match
+exactly, greedy or seeded.  The C loop's own stops are checked on a bare context.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+import pytest
+
+import rocm_infer as ri
+from rocm_infer.native.batch import Batch
+from rocm_infer.native.decode_run import DecodeRuns
+from rocm_infer.native.handles import LlamaContext, LlamaModel
+from rocm_infer.native.host_sampling import HostSampler, RowSampler
+from rocm_infer.native.request import Request
+from rocm_infer.native.vocab import Vocab
+from rocm_infer.types import GenerateConfig
+
+PROMPT = "The three largest cities of the region are"
+SAMPLED = {"temperature": 0.9, "top_p": 0.9, "seed": 11}
+
+
+def ids_and_runs(model: ri.TextModel, **options) -> tuple[list[int], str | None, int]:
+    before = model.engine_stats().run_steps
+    stream = model.generate(PROMPT, **options)
+    ids = [t.id for t in stream]
+    return ids, stream.finish_reason, model.engine_stats().run_steps - before
+
+
+@pytest.mark.parametrize("sampling", [{}, SAMPLED, {"temperature": 0.7, "top_k": 40, "min_p": 0.05, "seed": 3}])
+def test_a_run_gives_the_tokens_of_step_by_step_decoding(model, sampling):
+    ran, reason, run_steps = ids_and_runs(model, max_tokens=40, ignore_eos=True, **sampling)
+    stepped, stepped_reason, stepped_run_steps = ids_and_runs(model, max_tokens=40, ignore_eos=True, logprobs=True, **sampling)
+    assert run_steps > 0 and stepped_run_steps == 0
+    assert ran == stepped and len(ran) == 40
+    assert reason == stepped_reason == "length"
+
+
+def test_runs_end_each_stream_at_its_own_max_tokens(model):
+    """Sixteen streams of different lengths share runs; each gets exactly its tokens,
+    the same as its prompt decoded step by step alone."""
+    prompts = [f"Entry {i} of the ship's log reads:" for i in range(16)]
+    lengths = [3 + 2 * i for i in range(16)]
+    results: dict[int, list[int]] = {}
+    before = model.engine_stats().run_steps
+
+    def run(i: int) -> None:
+        results[i] = [t.id for t in model.generate(prompts[i], max_tokens=lengths[i], ignore_eos=True, seed=i, temperature=0.8)]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert model.engine_stats().run_steps > before
+    for i in range(16):
+        assert len(results[i]) == lengths[i]
+    assert model.cache_occupancy() == {}
+
+
+def test_a_request_that_is_not_plain_keeps_every_step_in_python(model):
+    """A stop string needs each token's text before the next step: while such a request
+    runs, no step is taken natively, the plain one's included (it ends first)."""
+    before = model.engine_stats().run_steps
+    stopping = model.generate(PROMPT, max_tokens=40, ignore_eos=True, stop=["\u2603"])
+    plain = model.generate(PROMPT, max_tokens=6, ignore_eos=True)
+    assert len(list(plain)) == 6 and len(list(stopping)) == 40
+    assert model.engine_stats().run_steps == before
+
+
+def test_cancelling_one_stream_ends_it_and_the_others_finish(model):
+    streams = [model.generate(f"Item {i}:", max_tokens=300, ignore_eos=True) for i in range(4)]
+    short = model.generate("Item 9:", max_tokens=24, ignore_eos=True)
+    for stream in streams:
+        next(stream)
+    streams[0].cancel()
+    assert streams[0].finish_reason == "cancelled"
+    assert len(list(short)) == 24 and short.finish_reason == "length"
+    for stream in streams[1:]:
+        stream.cancel()
+    assert model.cache_occupancy() == {}
+
+
+def test_drawn_numbers_are_used_in_one_order_however_runs_split_them():
+    ref = np.random.Generator(np.random.PCG64(5)).random(12)
+    sampler = HostSampler(temperature=1.0, seed=5)
+    taken = [sampler.next_uniform(), sampler.next_uniform()]
+    run = sampler.uniforms(6)
+    sampler.give_back(run[2:])  # the run used two
+    taken += list(run[:2]) + [sampler.next_uniform()] + list(sampler.uniforms(7))
+    assert np.array_equal(taken, ref)
+
+
+@pytest.fixture(scope="module")
+def bare(gemma_path):
+    """A context without an engine, for the C loop alone."""
+    with LlamaModel(gemma_path) as weights, LlamaContext(weights, 512, 2, 64, "off", 0) as ctx:
+        vocab = Vocab(weights.vocab)
+        yield ctx, Batch(64), vocab, RowSampler(vocab.n_tokens, 2)
+
+
+def prefilled(bare, seq_id: int = 0) -> Request:
+    """A greedy request whose prompt is in the cache but for its last token."""
+    ctx, batch, vocab, _ = bare
+    ctx.remove_sequence(seq_id)
+    prompt = vocab.tokenize(PROMPT)
+    batch.clear()
+    batch.add(prompt[:-1], 0, seq_id, False)
+    ctx.launch(batch.finish())
+    ctx.wait()
+    request = Request(prompt, GenerateConfig(), queue.SimpleQueue())
+    request.seq_id, request.n_computed, request.host_sampler = seq_id, len(prompt) - 1, HostSampler(temperature=0.0)
+    return request
+
+
+def runs(bare, eog: frozenset[int] = frozenset()) -> DecodeRuns:
+    ctx, batch, vocab, rows = bare
+    return DecodeRuns(ctx, batch, vocab.n_tokens, eog, vocab.suppressed, rows)
+
+
+def test_the_loop_stops_after_the_first_token_that_ends_a_row(bare):
+    free = runs(bare).run([prefilled(bare)], 10, 60.0)
+    assert free.code == 0 and free.tokens.shape == (10, 1)
+    tokens = free.tokens[:, 0].tolist()
+    end = tokens[4]
+    ended = runs(bare, frozenset({end})).run([prefilled(bare)], 10, 60.0)
+    assert ended.tokens[:, 0].tolist() == tokens[: tokens.index(end) + 1]
+    ignoring = prefilled(bare)
+    ignoring.config = GenerateConfig(ignore_eos=True)
+    assert runs(bare, frozenset({end})).run([ignoring], 10, 60.0).tokens[:, 0].tolist() == tokens
+
+
+def test_the_loop_stops_after_one_step_when_interrupted_or_out_of_time(bare):
+    loop = runs(bare)
+    loop.interrupt.value = 1
+    assert len(loop.run([prefilled(bare)], 10, 60.0).tokens) == 1
+    loop.interrupt.value = 0
+    assert len(loop.run([prefilled(bare)], 10, 0.0).tokens) == 1
