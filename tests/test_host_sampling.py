@@ -260,3 +260,12 @@ def test_repeat_penalty_follows_llama_cpp():
     sampler.penalise(penalised)
     assert np.allclose(penalised, [1.0, -2.0, 1.9, 0.5])  # positive divided, negative multiplied
     assert sample_rows(row[None, :].copy(), [sampler]).tolist() == [2]
+
+
+def test_a_penalty_applies_to_the_row_its_row_id_picks():
+    rows = np.array([[0.0, 0.0, 0.0, 3.0], [2.0, -1.0, 1.9, 0.5]], dtype=np.float32)
+    penalised = HostSampler(0.0, repeat_penalty=2.0, repeat_last_n=4)
+    penalised.accept(0)
+    tokens = RowSampler(4).sample(rows, [HostSampler(0.0), penalised], row_ids=[0, 1])
+    assert tokens.tolist() == [3, 2]  # row 1's token 0 (2.0) penalised to 1.0, below 1.9
+    assert np.allclose(rows[1], [1.0, -1.0, 1.9, 0.5]) and rows[0].tolist() == [0.0, 0.0, 0.0, 3.0]

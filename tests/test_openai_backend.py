@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 
@@ -200,6 +201,20 @@ def test_close_ends_live_streams_with_a_typed_error(serve_url):
             pass
     with pytest.raises(ri.ModelClosedError):
         model.generate(PROMPT, max_tokens=2)
+
+
+def test_parallel_slots_caps_the_requests_in_flight(serve_url, via_serve):
+    """Requests past the cap wait in this client: the server sees one at a time."""
+    assert via_serve.info.parallel_slots == 64  # the default cap
+    with ri.load_model(None, backend="openai", base_url=serve_url, api_key=SERVE_KEY, parallel_slots=1) as model:
+        assert model.info.parallel_slots == 1
+        streams = [model.generate(PROMPT, max_tokens=2000, ignore_eos=True) for _ in range(3)]
+        next(streams[0])
+        gauges = httpx.get(serve_url.removesuffix("/v1") + "/metrics").text
+        live = sum(int(line.split()[1]) for line in gauges.splitlines() if line.startswith(("rocm_infer_requests_running ", "rocm_infer_requests_waiting ")))
+        assert live == 1
+        for stream in streams:
+            stream.cancel()
 
 
 def test_chunks_become_tokens_without_a_server():

@@ -102,6 +102,22 @@ def test_a_client_closed_under_a_request_ends_its_stream_with_a_typed_error(serv
     assert len(list(server.generate(PROMPT, max_tokens=2, ignore_eos=True))) == 2
 
 
+def test_a_control_client_closed_under_a_call_ends_it_with_a_closed_model_error(server):
+    """``close`` on another thread closes the control client under a call in flight (a
+    chat prompt rendered by the server's ``/apply-template``): the call ends with
+    ``ModelClosedError``, not httpx's ``RuntimeError``."""
+    messages = [{"role": "user", "content": "hi"}]
+    closed = httpx.Client()
+    closed.close()
+    original, server._control = server._control, closed
+    try:
+        with pytest.raises(ri.ModelClosedError, match="closed"):
+            server.chat(messages, max_tokens=2)
+    finally:
+        server._control = original
+    assert len(list(server.chat(messages, max_tokens=2, ignore_eos=True))) == 2
+
+
 class _Replies(http.server.BaseHTTPRequestHandler):
     """A stand-in for a broken server: answers every POST with ``reply`` (raw bytes after
     the status line), then closes the connection."""

@@ -27,6 +27,12 @@ from .client import LiveWorkers, StreamWorker, http_error
 from .openai_chunks import OpenAIChunkReader, openai_body
 
 
+# Requests kept in flight to the server when ``parallel_slots`` is 0 (a server's own slots
+# are unknown to this client); more wait their turn here, and ``info.parallel_slots`` says
+# which cap holds.
+DEFAULT_IN_FLIGHT = 64
+
+
 class OpenAIModel(TextModel):
     def __init__(self, name: str | None, config: LoadConfig, base_url: str, api_key: str | None, backend_name: str) -> None:
         super().__init__()
@@ -46,9 +52,8 @@ class OpenAIModel(TextModel):
         except BaseException:
             self._client.close()
             raise
-        # last, once nothing can fail: the server's slots are unknown unless given, so 64
-        # requests in flight and more wait their turn here; a model dropped unclosed lets its readers go
-        self._workers = LiveWorkers(config.parallel_slots or 64)
+        # last, once nothing can fail; a model dropped unclosed lets its readers go
+        self._workers = LiveWorkers(self._info.parallel_slots)
         self._workers.release_when_dropped(self)
 
     @property
@@ -93,7 +98,7 @@ class OpenAIModel(TextModel):
             n_kv_heads=0, n_params=int(meta.get("n_params") or 0), size_bytes=int(meta.get("size") or 0),
             quantization="unknown", quant_bits=None, quant_group=None, context_train=int(meta.get("n_ctx_train") or 0),
             context_len=context, context_reason=f"reported by {self._base_url}" if context else "not reported by the server",
-            parallel_slots=0, gpu_layers=config.gpu_layers, flash_attn=config.flash_attn, has_chat_template=True,
+            parallel_slots=config.parallel_slots or DEFAULT_IN_FLIGHT, gpu_layers=config.gpu_layers, flash_attn=config.flash_attn, has_chat_template=True,
         )
 
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
