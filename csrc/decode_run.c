@@ -6,7 +6,7 @@
  * recording the tokens, waking each consumer thread) costs a share of every step that
  * llama-batched-bench, which has no Python, never pays.  While every running request is
  * plain (sampled on the host with no repeat penalty, no structured output, no stop
- * strings, no log-probabilities) and nothing waits to be admitted, a step's work needs
+ * strings, no log-probabilities) and no waiting request can be admitted, a step's work needs
  * nothing Python knows: this loop does it, and Python records the run's tokens
  * afterwards, step by step, exactly as it records one step's.
  *

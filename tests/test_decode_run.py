@@ -2,13 +2,16 @@
 
 A request with log-probabilities is never plain, so it is decoded step by step; run
 alone, both ways feed the model the same one-row batches, so their tokens must match
-exactly, greedy or seeded.  The C loop's own stops are checked on a bare context.
+exactly, greedy or seeded.  The C loop's own stops are checked on a bare context.  The
+model here samples on the host on every build (``device_sampling="off"``): on a GPU
+build, ``auto`` would put top-p requests in the decode graph, and those are not plain.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -26,6 +29,13 @@ PROMPT = "The three largest cities of the region are"
 SAMPLED = {"temperature": 0.9, "top_p": 0.9, "seed": 11}
 
 
+@pytest.fixture(scope="module")
+def host(gemma_path) -> Iterator[ri.TextModel]:
+    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=16, prefix_cache=False,
+                       device_sampling="off") as loaded:
+        yield loaded
+
+
 def ids_and_runs(model: ri.TextModel, **options) -> tuple[list[int], str | None, int]:
     before = model.engine_stats().run_steps
     stream = model.generate(PROMPT, **options)
@@ -34,49 +44,55 @@ def ids_and_runs(model: ri.TextModel, **options) -> tuple[list[int], str | None,
 
 
 @pytest.mark.parametrize("sampling", [{}, SAMPLED, {"temperature": 0.7, "top_k": 40, "min_p": 0.05, "seed": 3}])
-def test_a_run_gives_the_tokens_of_step_by_step_decoding(model, sampling):
-    ran, reason, run_steps = ids_and_runs(model, max_tokens=40, ignore_eos=True, **sampling)
-    stepped, stepped_reason, stepped_run_steps = ids_and_runs(model, max_tokens=40, ignore_eos=True, logprobs=True, **sampling)
+def test_a_run_gives_the_tokens_of_step_by_step_decoding(host, sampling):
+    ran, reason, run_steps = ids_and_runs(host, max_tokens=40, ignore_eos=True, **sampling)
+    stepped, stepped_reason, stepped_run_steps = ids_and_runs(host, max_tokens=40, ignore_eos=True, logprobs=True, **sampling)
     assert run_steps > 0 and stepped_run_steps == 0
     assert ran == stepped and len(ran) == 40
     assert reason == stepped_reason == "length"
 
 
-def test_runs_end_each_stream_at_its_own_max_tokens(model):
-    """Sixteen streams of different lengths share runs; each gets exactly its tokens,
-    the same as its prompt decoded step by step alone."""
+def test_runs_end_each_stream_at_its_own_max_tokens(host):
+    """Sixteen streams of different lengths share runs; each gets exactly its tokens."""
     prompts = [f"Entry {i} of the ship's log reads:" for i in range(16)]
     lengths = [3 + 2 * i for i in range(16)]
     results: dict[int, list[int]] = {}
-    before = model.engine_stats().run_steps
+    before = host.engine_stats().run_steps
 
     def run(i: int) -> None:
-        results[i] = [t.id for t in model.generate(prompts[i], max_tokens=lengths[i], ignore_eos=True, seed=i, temperature=0.8)]
+        results[i] = [t.id for t in host.generate(prompts[i], max_tokens=lengths[i], ignore_eos=True, seed=i, temperature=0.8)]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert model.engine_stats().run_steps > before
+    assert host.engine_stats().run_steps > before
     for i in range(16):
         assert len(results[i]) == lengths[i]
-    assert model.cache_occupancy() == {}
+    assert host.cache_occupancy() == {}
 
 
-def test_a_request_that_is_not_plain_keeps_every_step_in_python(model):
+def test_a_request_that_is_not_plain_keeps_every_step_in_python(host):
     """A stop string needs each token's text before the next step: while such a request
-    runs, no step is taken natively, the plain one's included (it ends first)."""
-    before = model.engine_stats().run_steps
-    stopping = model.generate(PROMPT, max_tokens=40, ignore_eos=True, stop=["\u2603"])
-    plain = model.generate(PROMPT, max_tokens=6, ignore_eos=True)
-    assert len(list(plain)) == 6 and len(list(stopping)) == 40
-    assert model.engine_stats().run_steps == before
+    runs, no step is taken natively, the plain one's included.  Both are submitted while
+    the engine thread is held, so they start in one step and the plain one ends first."""
+    before = host.engine_stats().run_steps
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=host._engine.call, args=(lambda _ctx: (held.set(), release.wait()),))
+    holder.start()
+    held.wait()
+    stopping = host.generate(PROMPT, max_tokens=12, ignore_eos=True, stop=["\u2603"])
+    plain = host.generate(PROMPT, max_tokens=6, ignore_eos=True)
+    release.set()
+    holder.join()
+    assert len(list(plain)) == 6 and len(list(stopping)) == 12
+    assert host.engine_stats().run_steps == before
 
 
-def test_cancelling_one_stream_ends_it_and_the_others_finish(model):
-    streams = [model.generate(f"Item {i}:", max_tokens=300, ignore_eos=True) for i in range(4)]
-    short = model.generate("Item 9:", max_tokens=24, ignore_eos=True)
+def test_cancelling_one_stream_ends_it_and_the_others_finish(host):
+    streams = [host.generate(f"Item {i}:", max_tokens=300, ignore_eos=True) for i in range(4)]
+    short = host.generate("Item 9:", max_tokens=24, ignore_eos=True)
     for stream in streams:
         next(stream)
     streams[0].cancel()
@@ -84,7 +100,7 @@ def test_cancelling_one_stream_ends_it_and_the_others_finish(model):
     assert len(list(short)) == 24 and short.finish_reason == "length"
     for stream in streams[1:]:
         stream.cancel()
-    assert model.cache_occupancy() == {}
+    assert host.cache_occupancy() == {}
 
 
 def test_drawn_numbers_are_used_in_one_order_however_runs_split_them():
@@ -142,3 +158,22 @@ def test_the_loop_stops_after_one_step_when_interrupted_or_out_of_time(bare):
     assert len(loop.run([prefilled(bare)], 10, 60.0).tokens) == 1
     loop.interrupt.value = 0
     assert len(loop.run([prefilled(bare)], 10, 0.0).tokens) == 1
+
+
+def test_a_cancel_just_before_a_run_stops_it_after_its_first_step(host):
+    """The cancel lands between the engine's look at the cancels and the run (the reap
+    is wrapped to cancel right after it, once): the run must see it at its first step."""
+    engine = host._engine
+    stream = host.generate(PROMPT, max_tokens=400, ignore_eos=True)
+    next(stream)
+    reap, marks = engine._reap, []
+
+    def reap_then_cancel(now: float) -> None:
+        reap(now)
+        engine._reap = reap
+        marks.append(engine.stats.run_steps)
+        stream._cancel()
+
+    engine._reap = reap_then_cancel
+    assert len(list(stream)) < 399 and stream.finish_reason == "cancelled"
+    assert host.engine_stats().run_steps - marks[0] == 1

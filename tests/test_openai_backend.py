@@ -203,11 +203,9 @@ def test_close_ends_live_streams_with_a_typed_error(serve_url):
         model.generate(PROMPT, max_tokens=2)
 
 
-def test_parallel_slots_caps_the_requests_in_flight(serve_url, via_serve):
+def test_parallel_slots_caps_the_requests_in_flight(serve_url):
     """Requests past the cap wait in this client: the server sees one at a time."""
-    assert via_serve.info.parallel_slots == 64  # the default cap
     with ri.load_model(None, backend="openai", base_url=serve_url, api_key=SERVE_KEY, parallel_slots=1) as model:
-        assert model.info.parallel_slots == 1
         streams = [model.generate(PROMPT, max_tokens=2000, ignore_eos=True) for _ in range(3)]
         next(streams[0])
         gauges = httpx.get(serve_url.removesuffix("/v1") + "/metrics").text

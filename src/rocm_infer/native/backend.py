@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..build import LIB_DIR, HOST_LIBRARY, build_config, library_present
+from ..build import HOST_LIBRARY, LIB_DIR, build_config, library_present
 from ..errors import BackendUnavailableError
 from ..hardware import rocm_problem
 from ..interface import Backend, TextModel

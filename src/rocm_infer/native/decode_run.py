@@ -1,23 +1,25 @@
 """Runs of plain decode steps in one native call (``csrc/decode_run.c`` says why).
 
 The engine starts a run when a step would only decode one token for each running
-request and every one of them is plain (``is_plain``); the run decodes and samples step
-after step in C until a row ends, the fewest tokens any row may still make are made,
-``MAX_RUN_S`` has passed, or the engine's interrupt flag is set, and hands back every
-step's tokens for the engine to record as it records one step's.
+request, every one of them is plain (``is_plain``) and no waiting request can be
+admitted; the run decodes and samples step after step in C until a row ends, the fewest
+tokens any row may still make are made, ``MAX_RUN_S`` (or the nearest deadline) has
+passed, or the engine's interrupt flag is set, and hands back every step's tokens for
+the engine to record as it records one step's.
 """
 
 from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from .batch import Batch
 from .handles import LlamaContext
 from .host_library import RunArgs, host_library
-from .host_sampling import RowSampler
+from .host_sampling import HostSampler, RowSampler
 from .request import Request, RequestKind
 
 # Steps in one run, at most: a run hands its tokens to the streams at its end.
@@ -39,6 +41,8 @@ def is_plain(request: Request) -> bool:
 
 @dataclass
 class RunResult:
+    """What a run made, step by step, and where its time went."""
+
     tokens: np.ndarray  # (steps, rows): row r's token of each step
     code: int  # 0, or the code of the llama_decode that failed after ``tokens``' steps
     decode_s: float
@@ -46,9 +50,12 @@ class RunResult:
 
 
 class DecodeRuns:
+    """The engine's runs: ``rocm_infer_decode_run``'s arguments, kept with their arrays
+    between runs, and the flag that ends a run early."""
+
     def __init__(self, ctx: LlamaContext, batch: Batch, n_vocab: int, eog_tokens: frozenset[int], suppressed: tuple[int, ...],
                  rows: RowSampler) -> None:
-        self._run = host_library().rocm_infer_decode_run
+        self._native = host_library().rocm_infer_decode_run
         self._ctx = ctx
         self._batch = batch
         self._eog = np.zeros(n_vocab, dtype=np.uint8)
@@ -84,30 +91,32 @@ class DecodeRuns:
         each request's next token fed from the step before.  The caller has reset
         ``interrupt`` before it last looked for new work."""
         n = len(requests)
+        if not 0 < n <= self._batch.capacity or not 1 <= max_steps <= MAX_RUN_STEPS:
+            raise ValueError(f"a run of {max_steps} steps over {n} rows does not fit (batch {self._batch.capacity}, at most {MAX_RUN_STEPS} steps)")
         if n > self._capacity:
             self._grow(max(n, 2 * self._capacity))
-        samplers = [r.host_sampler for r in requests]
+        samplers = cast(list[HostSampler], [r.host_sampler for r in requests])  # plain: each has one
         self._seq_ids[:n] = [r.seq_id for r in requests]
         self._first_tokens[:n] = [r.last_token for r in requests]
         self._first_pos[:n] = [r.n_computed for r in requests]
         self._ends_row[:n] = [not r.config.ignore_eos for r in requests]
-        self._temperature[:n] = [s.temperature for s in samplers]  # type: ignore[union-attr]
-        self._top_k[:n] = [s.top_k for s in samplers]  # type: ignore[union-attr]
-        self._top_p[:n] = [s.top_p for s in samplers]  # type: ignore[union-attr]
-        self._min_p[:n] = [s.min_p for s in samplers]  # type: ignore[union-attr]
+        self._temperature[:n] = [s.temperature for s in samplers]
+        self._top_k[:n] = [s.top_k for s in samplers]
+        self._top_p[:n] = [s.top_p for s in samplers]
+        self._min_p[:n] = [s.min_p for s in samplers]
         # step after step, n to a step: a row's draws are a column of this view
         uniforms = self._uniforms.reshape(-1)[: max_steps * n].reshape(max_steps, n)
-        drawing = [(r, s) for r, s in enumerate(samplers) if not s.greedy]  # type: ignore[union-attr]
+        drawing = [(r, s) for r, s in enumerate(samplers) if not s.greedy]
         uniforms[:] = 0.0
         for r, sampler in drawing:
-            uniforms[:, r] = sampler.uniforms(max_steps)  # type: ignore[union-attr]
+            uniforms[:, r] = sampler.uniforms(max_steps)
         args = self._args
         args.n_rows, args.max_steps, args.max_seconds = n, max_steps, max_seconds
         args.uniforms = uniforms.ctypes.data
         tokens = self._tokens.reshape(-1)[: max_steps * n].reshape(max_steps, n)
         args.tokens = tokens.ctypes.data
-        code = self._run(self._ctx.ptr, ctypes.byref(self._batch.struct), ctypes.byref(args))
+        code = self._native(self._ctx.ptr, ctypes.byref(self._batch.struct), ctypes.byref(args))
         steps = args.steps
         for r, sampler in drawing:
-            sampler.give_back(uniforms[steps:, r])  # type: ignore[union-attr]
+            sampler.give_back(uniforms[steps:, r])
         return RunResult(tokens[:steps].copy(), code, args.decode_seconds, args.sample_seconds)

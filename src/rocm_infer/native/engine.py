@@ -6,8 +6,8 @@ only the engine thread touches it.  Each step is plan, run, record, deliver:
 - ``plan_step`` (pure) picks one token for every decoding request, prefill
   chunks for new ones and admissions (see ``scheduler``), after ``KvSlots`` has
   matched waiting requests with the prefixes they can reuse;
-- ``_run`` fills one ``llama_batch`` and launches ``llama_decode`` (the only Python
-  that does; ctypes releases the GIL meanwhile), then waits for it;
+- ``_decode_step`` fills one ``llama_batch`` and launches ``llama_decode`` (the only
+  Python that does; ctypes releases the GIL meanwhile), then waits for it;
 - ``_record`` has the step's tokens chosen (``TokenChooser``: device or host) and
   appends them to their requests, ending those that reached an end token, their
   length or the end of their structured output: what the next plan depends on;
@@ -23,7 +23,8 @@ never while a decode is in flight.
 
 When a step would only decode one token for each running request, every one of them
 is plain (``decode_run.is_plain``: no per-token work that needs Python before the next
-step) and nothing new came in, the step becomes a native run (``_decode_run``): C
+step) and nothing new came in or can be admitted, the step becomes a native run
+(``_decode_run``): C
 decodes and samples step after step until a row ends, a row's length is reached, the
 run's time is up or ``interrupt`` is set (by ``submit``, ``call``, ``close`` and every
 cancel); then the run's tokens are recorded and delivered as each step's would be.
@@ -152,6 +153,8 @@ class Engine:
         started = time.perf_counter()
         plan: StepPlan | None = None
         try:
+            # before the reap: a cancel after this point sets it again, and the run stops for it
+            self._interrupt.value = 0
             self._reap(started)
             plan = self._plan()
             if not plan.chunks:
@@ -165,7 +168,7 @@ class Engine:
                 self.stats.run_steps += steps
                 self.stats.tokens += steps * plan.n_tokens
             else:
-                outputs = self._run(plan)
+                outputs = self._decode_step(plan)
                 self._record(plan, outputs)
                 if not self._overlap:
                     self._deliver()
@@ -249,7 +252,7 @@ class Engine:
             self._chooser.place(request, running)
             request.plain = is_plain(request)
 
-    def _run(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
+    def _decode_step(self, plan: StepPlan) -> list[tuple[Chunk, int]]:
         """Fill the batch and decode (with ``overlap``, delivering the last step's text
         meanwhile); returns (chunk, batch index) of each output row, in row order."""
         started = time.perf_counter()
@@ -282,15 +285,15 @@ class Engine:
 
     def _can_run(self, plan: StepPlan) -> bool:
         """The step may become a native run (``decode_run``): it only decodes one token for
-        each running request, each is plain, and nothing new came in.  Requests left
-        waiting wait for cells or a slot, which only an ending request (that ends the run)
-        frees.  Text still undelivered (``overlap``) is delivered first: a plain request
-        has no stop string, so delivering ends none of the run's rows."""
+        each running request, each is plain, and nothing new came in (``interrupt`` was
+        reset before the reap: a put after that sets it, one before is in the inbox).
+        Requests left waiting wait for cells or a slot, which only an ending request (that
+        ends the run) frees.  Text still undelivered (``overlap``) is delivered first: a
+        plain request has no stop string, so delivering ends none of the run's rows."""
         if plan.admitted or len(plan.chunks) != len(self._running):
             return False
         if not all(c.request.plain and c.count == 1 and c.wants_logits for c in plan.chunks):
             return False
-        self._interrupt.value = 0  # before the look at the inbox: a put after it sets it again
         if not self._inbox.empty():
             return False
         if self._undelivered:
@@ -314,14 +317,15 @@ class Engine:
             self._record_run(requests, result.tokens, recorded)
         self.stats.host_sampled += result.tokens.size
         self.stats.emit_s += time.perf_counter() - recorded
+        self._deliver()  # (timed as emit on its own)
         check_decode(result.code)
         return len(result.tokens)
 
     def _record_run(self, requests: list[Request], tokens: np.ndarray, now: float) -> None:
-        """Record and deliver a run's tokens.  Only a run's last step can end a row (the
-        run stops after it), and a plain request has no stop string, so each token before
-        it is appended and its text handed over at once; the last goes the way of every
-        step's token (``_record_token``, ``_deliver``)."""
+        """Record a run's tokens.  Only a run's last step can end a row (the run stops
+        after it), and a plain request has no stop string, so each token before it is
+        appended and its text handed over at once; the last goes the way of every step's
+        token (``_record_token``, then ``_deliver``)."""
         piece = self._vocab.piece
         for request, column in zip(requests, tokens.T.tolist()):
             *head, last = column
@@ -331,7 +335,6 @@ class Engine:
             for token in head:
                 put(Token(token, feed(piece(token))))
             self._record_token(request, last, None, now)
-        self._deliver()
 
     def _record(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
         """Choose the step's tokens and append them to their requests; end the requests

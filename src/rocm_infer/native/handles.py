@@ -35,6 +35,8 @@ def check_decode(rc: int) -> None:
     lists them; a decode run's -100: its logits could not be read)."""
     if rc == 1:
         raise NoKvSlotError("llama_decode found no free KV slot for the batch")
+    if rc == -100:
+        raise EngineError("llama.cpp gave no logits after a decode in a native run")
     if rc != 0:
         raise EngineError(f"llama_decode failed with code {rc}")
 

@@ -28,8 +28,7 @@ from .openai_chunks import OpenAIChunkReader, openai_body
 
 
 # Requests kept in flight to the server when ``parallel_slots`` is 0 (a server's own slots
-# are unknown to this client); more wait their turn here, and ``info.parallel_slots`` says
-# which cap holds.
+# are unknown to this client, so ``info.parallel_slots`` stays 0); more wait their turn here.
 DEFAULT_IN_FLIGHT = 64
 
 
@@ -53,7 +52,7 @@ class OpenAIModel(TextModel):
             self._client.close()
             raise
         # last, once nothing can fail; a model dropped unclosed lets its readers go
-        self._workers = LiveWorkers(self._info.parallel_slots)
+        self._workers = LiveWorkers(config.parallel_slots or DEFAULT_IN_FLIGHT)
         self._workers.release_when_dropped(self)
 
     @property
@@ -98,7 +97,7 @@ class OpenAIModel(TextModel):
             n_kv_heads=0, n_params=int(meta.get("n_params") or 0), size_bytes=int(meta.get("size") or 0),
             quantization="unknown", quant_bits=None, quant_group=None, context_train=int(meta.get("n_ctx_train") or 0),
             context_len=context, context_reason=f"reported by {self._base_url}" if context else "not reported by the server",
-            parallel_slots=config.parallel_slots or DEFAULT_IN_FLIGHT, gpu_layers=config.gpu_layers, flash_attn=config.flash_attn, has_chat_template=True,
+            parallel_slots=0, gpu_layers=config.gpu_layers, flash_attn=config.flash_attn, has_chat_template=True,
         )
 
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
