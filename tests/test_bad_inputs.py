@@ -177,7 +177,7 @@ LOAD_OPTIONS = [
     ("flash_attn", "maybe"), ("flash_attn", True),
     ("n_threads", -1), ("n_threads", 2**31),
     ("batch_size", 0), ("batch_size", 2**31),
-    ("device_sampling", "gpu"), ("prefix_cache", 1), ("overlap_decode", "sometimes"),
+    ("device_sampling", "gpu"), ("prefix_cache", 1), ("overlap_decode", "sometimes"), ("decode_runs", "yes"),
     ("backend", ""), ("backend", 5), ("ctx_len", 4096),
 ]
 

@@ -52,6 +52,15 @@ def test_a_run_gives_the_tokens_of_step_by_step_decoding(host, sampling):
     assert reason == stepped_reason == "length"
 
 
+def test_decode_runs_off_takes_every_step_through_python_with_the_same_tokens(host, gemma_path):
+    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=16, prefix_cache=False,
+                       device_sampling="off", decode_runs=False) as stepwise:
+        stepped, _, stepped_runs = ids_and_runs(stepwise, max_tokens=24, ignore_eos=True, **SAMPLED)
+    ran, _, runs = ids_and_runs(host, max_tokens=24, ignore_eos=True, **SAMPLED)
+    assert stepped_runs == 0 and runs > 0
+    assert stepped == ran
+
+
 def test_runs_end_each_stream_at_its_own_max_tokens(host):
     """Sixteen streams of different lengths share runs; each gets exactly its tokens."""
     prompts = [f"Entry {i} of the ship's log reads:" for i in range(16)]

@@ -215,7 +215,10 @@ class LoadConfig:
     to their streams) while the next step decodes; ``"auto"`` does it where the layers are
     on a GPU (``llama_decode`` returns before the device is done), not on the CPU, whose
     decode keeps every core busy (there, each token would only reach its stream one
-    step later).  ``base_url`` and ``api_key``: the openai backend's server (e.g.
+    step later).  ``decode_runs``: while every running request is plain (no per-token
+    work that needs Python before the next step), the in-process engine decodes a run of
+    steps in one native call (``native/decode_run.py``); ``False`` takes every step
+    through Python, for comparison.  ``base_url`` and ``api_key``: the openai backend's server (e.g.
     ``http://host:8000/v1``) and key (also read from ``ROCM_INFER_OPENAI_BASE_URL`` and
     ``ROCM_INFER_OPENAI_API_KEY``); this library never shows the key.
     """
@@ -232,6 +235,7 @@ class LoadConfig:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never printed or logged
     overlap_decode: Literal["auto", "on", "off"] = "auto"
+    decode_runs: bool = True
 
     def __post_init__(self) -> None:
         _require(self.backend is None or (isinstance(self.backend, str) and self.backend != ""), f"backend must be a name or None, got {self.backend!r}")
@@ -247,6 +251,7 @@ class LoadConfig:
                  f"base_url must be an http:// or https:// URL, got {self.base_url!r}")
         _require(self.api_key is None or (isinstance(self.api_key, str) and self.api_key.isprintable()), "api_key must be a printable string")
         _require(self.overlap_decode in ("auto", "on", "off"), f"overlap_decode must be 'auto', 'on' or 'off', got {self.overlap_decode!r}")
+        _require(isinstance(self.decode_runs, bool), f"decode_runs must be True or False, got {self.decode_runs!r}")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
     "in_process_host": ("llama_cpp", {"device_sampling": "off"}),
     "in_process_device": ("llama_cpp", {"device_sampling": "on"}),
     "in_process_no_overlap": ("llama_cpp", {"overlap_decode": "off"}),  # what overlap buys on a GPU
+    "in_process_stepwise": ("llama_cpp", {"decode_runs": False}),  # what native runs buy
     "server": ("llama_server", {"device_sampling": "off"}),
     "server_backend_sampling": ("llama_server", {"device_sampling": "on"}),
 }

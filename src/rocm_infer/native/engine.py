@@ -69,7 +69,7 @@ _SHUTDOWN = object()
 
 class Engine:
     def __init__(self, ctx: LlamaContext, vocab: Vocab, n_slots: int, budget: int, weights_bytes: int, device_policy: DevicePolicy,
-                 prefix_cache: bool, overlap: bool = False, sampling_threads: int = 1) -> None:
+                 prefix_cache: bool, overlap: bool = False, sampling_threads: int = 1, decode_runs: bool = True) -> None:
         self._ctx = ctx
         self._chooser = TokenChooser(ctx, vocab.n_tokens, device_policy, sampling_threads, vocab.suppressed)
         self._vocab = vocab
@@ -79,6 +79,7 @@ class Engine:
         self._batch = Batch(budget)
         self._runs = DecodeRuns(ctx, self._batch, vocab.n_tokens, vocab.eog_tokens, vocab.suppressed, self._chooser.rows)
         self._interrupt = self._runs.interrupt  # set after each put into the inbox and each cancel
+        self._decode_runs = decode_runs
         self._n_slots = n_slots
         self.kv = KvSlots(ctx, n_slots, prefix_cache)  # read only on the engine thread (``call``)
         self._running: list[Request] = []
@@ -290,7 +291,7 @@ class Engine:
         Requests left waiting wait for cells or a slot, which only an ending request (that
         ends the run) frees.  Text still undelivered (``overlap``) is delivered first: a
         plain request has no stop string, so delivering ends none of the run's rows."""
-        if plan.admitted or len(plan.chunks) != len(self._running):
+        if not self._decode_runs or plan.admitted or len(plan.chunks) != len(self._running):
             return False
         if not all(c.request.plain and c.count == 1 and c.wants_logits for c in plan.chunks):
             return False

@@ -76,7 +76,8 @@ class NativeModel(TextModel):
             self._template = template_for(self._model.chat_template(), self._info.architecture)
             self._engine = Engine(self._ctx, self._vocab, slots, budget, int(llama.llama_model_size(self._model.ptr)), device_policy,
                                   config.prefix_cache, overlap=config.overlap_decode == "on" or (config.overlap_decode == "auto" and on_gpu),
-                                  sampling_threads=min(MAX_SAMPLING_THREADS, config.n_threads or default_threads()))
+                                  sampling_threads=min(MAX_SAMPLING_THREADS, config.n_threads or default_threads()),
+                                  decode_runs=config.decode_runs)
             self._stack.callback(self._engine.close)
             # a model dropped without close() still stops its engine thread and frees the
             # context and weights (the thread holds the context, never this object)
