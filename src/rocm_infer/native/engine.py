@@ -24,10 +24,10 @@ never while a decode is in flight.
 When a step would only decode one token for each running request, every one of them
 is plain (``decode_run.is_plain``: no per-token work that needs Python before the next
 step) and nothing new came in or can be admitted, the step becomes a native run
-(``_decode_run``): C
-decodes and samples step after step until a row ends, a row's length is reached, the
-run's time is up or ``interrupt`` is set (by ``submit``, ``call``, ``close`` and every
-cancel); then the run's tokens are recorded and delivered as each step's would be.
+(``_decode_run``): C decodes and samples step after step until a row ends, a row's
+length is reached, the run's time is up or ``interrupt`` is set (by ``submit``,
+``call``, ``close`` and every cancel); then the run's tokens are recorded and delivered
+as each step's would be.
 
 Errors come back as values on the request's sink and are raised in the
 caller's thread; an exception inside a step fails the requests of that step,
