@@ -6,9 +6,9 @@
  * recording the tokens, waking each consumer thread) costs a share of every step that
  * llama-batched-bench, which has no Python, never pays.  While every running request is
  * plain (sampled on the host with no repeat penalty, no structured output, no stop
- * strings, no log-probabilities) and no waiting request can be admitted, a step's work needs
- * nothing Python knows: this loop does it, and Python records the run's tokens
- * afterwards, step by step, exactly as it records one step's.
+ * string or stop token, no log-probabilities) and no waiting request can be admitted, a
+ * step's work needs nothing Python knows: this loop does it, and Python records the run's
+ * tokens afterwards, with the same effect as recording them step by step.
  *
  * A run ends after the step in which any row samples an end-of-generation token (one
  * that ends it: not with ignore_eos), after max_steps (the caller makes that the fewest
