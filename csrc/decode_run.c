@@ -62,9 +62,11 @@ static double seconds_now(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+#define ROCM_INFER_RUN_NO_LOGITS (-100) /* decode_run.py: RUN_NO_LOGITS */
+
 /* Returns 0, or the code of the llama_decode that failed (run->steps stops before it;
- * -100 when the logits could not be read).  batch: capacity >= n_rows, one seq_id slot
- * per token. */
+ * ROCM_INFER_RUN_NO_LOGITS when the logits could not be read).  batch: capacity >=
+ * n_rows, one seq_id slot per token. */
 int32_t rocm_infer_decode_run(struct llama_context *ctx, struct llama_batch *batch, rocm_infer_run_t *run) {
   const int32_t n = run->n_rows;
   const double started = seconds_now();
@@ -87,7 +89,7 @@ int32_t rocm_infer_decode_run(struct llama_context *ctx, struct llama_batch *bat
     float *logits = llama_get_logits(ctx); /* waits for the device */
     const double decoded = seconds_now();
     run->decode_seconds += decoded - decode_started;
-    if (logits == NULL) return -100;
+    if (logits == NULL) return ROCM_INFER_RUN_NO_LOGITS;
     for (int32_t r = 0; r < n; r++)
       for (int64_t j = 0; j < run->n_suppressed; j++) logits[(int64_t)r * run->n_vocab + run->suppressed[j]] = -INFINITY;
     int32_t *chosen = run->tokens + (int64_t)step * n;

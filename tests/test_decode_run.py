@@ -27,6 +27,7 @@ from rocm_infer.types import GenerateConfig
 
 PROMPT = "The three largest cities of the region are"
 SAMPLED = {"temperature": 0.9, "top_p": 0.9, "seed": 11}
+NEVER_S = 60.0  # a wait only a broken engine reaches
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +91,13 @@ def test_a_request_that_is_not_plain_keeps_every_step_in_python(host):
     held, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=host._engine.call, args=(lambda _ctx: (held.set(), release.wait()),))
     holder.start()
-    held.wait()
-    stopping = host.generate(PROMPT, max_tokens=12, ignore_eos=True, stop=["\u2603"])
-    plain = host.generate(PROMPT, max_tokens=6, ignore_eos=True)
-    release.set()
-    holder.join()
+    try:  # a failure here must not leave the engine thread held
+        held.wait(NEVER_S)
+        stopping = host.generate(PROMPT, max_tokens=12, ignore_eos=True, stop=["\u2603"])
+        plain = host.generate(PROMPT, max_tokens=6, ignore_eos=True)
+    finally:
+        release.set()
+        holder.join()
     assert len(list(plain)) == 6 and len(list(stopping)) == 12
     assert host.engine_stats().run_steps == before
 

@@ -16,8 +16,9 @@ from typing import cast
 
 import numpy as np
 
+from ..errors import EngineError
 from .batch import Batch
-from .handles import LlamaContext
+from .handles import LlamaContext, check_decode
 from .host_library import RunArgs, host_library
 from .host_sampling import HostSampler, RowSampler
 from .request import Request, RequestKind
@@ -27,6 +28,8 @@ MAX_RUN_STEPS = 32
 # How long a run may take: streams get their tokens at least this often (one step more
 # where a step is longer), so a streamed answer still arrives as it is made.
 MAX_RUN_S = 0.05
+# ``rocm_infer_decode_run``'s code when llama.cpp gave no logits (ROCM_INFER_RUN_NO_LOGITS)
+RUN_NO_LOGITS = -100
 
 
 def is_plain(request: Request) -> bool:
@@ -47,6 +50,11 @@ class RunResult:
     code: int  # 0, or the code of the llama_decode that failed after ``tokens``' steps
     decode_s: float
     sample_s: float
+
+    def raise_for_code(self) -> None:
+        if self.code == RUN_NO_LOGITS:
+            raise EngineError("llama.cpp gave no logits after a decode in a native run")
+        check_decode(self.code)
 
 
 class DecodeRuns:

@@ -53,7 +53,7 @@ from ..types import ClassifyResult, GenerateMetrics, Token
 from .batch import Batch
 from .decode_run import MAX_RUN_S, MAX_RUN_STEPS, DecodeRuns, is_plain
 from .device_sampling import DevicePolicy
-from .handles import LlamaContext, NoKvSlotError, check_decode
+from .handles import LlamaContext, NoKvSlotError
 from .kv_slots import KvSlots
 from .request import Request, RequestKind, RequestStatus
 from .sampling import token_logprob
@@ -164,10 +164,7 @@ class Engine:
             self._admit(plan.admitted)
             self.stats.plan_s += time.perf_counter() - started
             if self._can_run(plan):
-                steps = self._decode_run(plan)
-                self.stats.steps += steps
-                self.stats.run_steps += steps
-                self.stats.tokens += steps * plan.n_tokens
+                self._decode_run(plan)
             else:
                 outputs = self._decode_step(plan)
                 self._record(plan, outputs)
@@ -176,7 +173,7 @@ class Engine:
                 self.stats.steps += 1
                 self.stats.tokens += plan.n_tokens
             self.stats.step_s += time.perf_counter() - started
-        except NoKvSlotError as exc:  # nothing was decoded: the step's newest request gives way
+        except NoKvSlotError as exc:  # the failed decode changed nothing: the step's newest request gives way
             assert plan is not None
             # the last admitted (a step admits several at one time: the plan lists them in order)
             newest = max(reversed([chunk.request for chunk in plan.chunks]), key=lambda r: r.admitted_at)
@@ -289,22 +286,19 @@ class Engine:
         each running request, each is plain, and nothing new came in (``interrupt`` was
         reset before the reap: a put after that sets it, one before is in the inbox).
         Requests left waiting wait for cells or a slot, which only an ending request (that
-        ends the run) frees.  Text still undelivered (``overlap``) is delivered first: a
-        plain request has no stop string, so delivering ends none of the run's rows."""
+        ends the run) frees."""
         if not self._decode_runs or plan.admitted or len(plan.chunks) != len(self._running):
             return False
         if not all(c.request.plain and c.count == 1 and c.wants_logits for c in plan.chunks):
             return False
-        if not self._inbox.empty():
-            return False
-        if self._undelivered:
-            self._deliver()
-        return True
+        return self._inbox.empty()
 
-    def _decode_run(self, plan: StepPlan) -> int:
+    def _decode_run(self, plan: StepPlan) -> None:
         """Decode steps natively until one of the rows ends (or the run's limits), then
-        record and deliver each step's tokens in order, as ``_record`` would have step by
-        step; returns the steps taken."""
+        record and deliver the run's tokens with the effect ``_record`` and ``_deliver``
+        would have had step by step."""
+        if self._undelivered:  # (``overlap``) a plain request has no stop string: this ends no row
+            self._deliver()
         requests = [chunk.request for chunk in plan.chunks]
         max_steps = min(MAX_RUN_STEPS, *(min(r.config.max_tokens - len(r.generated), self._n_ctx - r.n_tokens) for r in requests))
         now = time.perf_counter()
@@ -319,22 +313,24 @@ class Engine:
         self.stats.host_sampled += result.tokens.size
         self.stats.emit_s += time.perf_counter() - recorded
         self._deliver()  # (timed as emit on its own)
-        check_decode(result.code)
-        return len(result.tokens)
+        self.stats.steps += len(result.tokens)
+        self.stats.run_steps += len(result.tokens)
+        self.stats.tokens += result.tokens.size
+        result.raise_for_code()
 
     def _record_run(self, requests: list[Request], tokens: np.ndarray, now: float) -> None:
-        """Record a run's tokens.  Only a run's last step can end a row (the run stops
-        after it), and a plain request has no stop string, so each token before it is
-        appended and its text handed over at once; the last goes the way of every step's
-        token (``_record_token``, then ``_deliver``)."""
+        """Record a run's tokens, request by request.  Only a run's last step can end a row
+        (the run stops after it), and a plain request has no stop string, penalty window
+        or structured output, so each token before the last is appended and its text
+        handed over at once; the last goes the way of every step's token
+        (``_record_token``, then ``_deliver``)."""
         piece = self._vocab.piece
         for request, column in zip(requests, tokens.T.tolist()):
             *head, last = column
             request.n_computed += len(column)
             request.generated.extend(head)
-            feed, put = request.detokenizer.feed, request.sink.put
             for token in head:
-                put(Token(token, feed(piece(token))))
+                request.sink.put(Token(token, request.release(piece(token))[0]))
             self._record_token(request, last, None, now)
 
     def _record(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:
@@ -426,7 +422,7 @@ class Engine:
                 request.generated.append(token)
                 request.sink.put(Token(token, tail, logprob))
             return False
-        released, stopped = request.stops.feed(request.detokenizer.feed(self._vocab.piece(token)))
+        released, stopped = request.release(self._vocab.piece(token))
         if not stopped and request.status.finished:
             released += request.flush_text()
         request.sink.put(Token(token, released, logprob))

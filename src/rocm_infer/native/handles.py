@@ -32,11 +32,9 @@ class NoKvSlotError(OutOfMemoryError):
 
 def check_decode(rc: int) -> None:
     """Raise for a ``llama_decode`` return code other than 0 (``LlamaContext.launch``
-    lists them; a decode run's -100: its logits could not be read)."""
+    lists them)."""
     if rc == 1:
         raise NoKvSlotError("llama_decode found no free KV slot for the batch")
-    if rc == -100:
-        raise EngineError("llama.cpp gave no logits after a decode in a native run")
     if rc != 0:
         raise EngineError(f"llama_decode failed with code {rc}")
 

@@ -121,6 +121,11 @@ class Request:
             return len(self.prompt) - self.reuse_len
         return min(len(self.prompt) + self.config.max_tokens, n_ctx) - self.reuse_len
 
+    def release(self, piece: bytes) -> tuple[str, bool]:
+        """A token's bytes in: the text they release (held back while a character or a
+        possible stop string is unfinished), and whether a stop string ended it."""
+        return self.stops.feed(self.detokenizer.feed(piece))
+
     def flush_text(self) -> str:
         """The text still held back (an unfinished character, the start of a possible stop
         string) when generation ends without a stop string: released, up to a stop string

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import itertools
 from typing import Any
 
 from .bindings import lib
@@ -20,7 +21,7 @@ class Vocab:
         self.ptr = vocab_ptr
         self.n_tokens = int(self._llama.llama_vocab_n_tokens(vocab_ptr))
         self.add_bos = bool(self._llama.llama_vocab_get_add_bos(vocab_ptr))
-        # Both tables are read once at load, so no request pays for them.  eog_tokens:
+        # These tables are read once at load, so no request pays for them.  eog_tokens:
         # end-of-generation ids (EOS, EOT, <end_of_turn>...), as llama.cpp marks them.
         self._blob, self._offsets = self._read_pieces()
         self.eog_tokens = frozenset(t for t in range(self.n_tokens) if self._llama.llama_vocab_is_eog(self.ptr, t))
@@ -70,10 +71,7 @@ class Vocab:
                 pieces.append(big.raw[:n])
             else:
                 pieces.append(buf.raw[:n])
-        offsets = array.array("q", [0])
-        for piece in pieces:
-            offsets.append(offsets[-1] + len(piece))
-        return b"".join(pieces), offsets
+        return b"".join(pieces), array.array("q", itertools.accumulate(map(len, pieces), initial=0))
 
     def is_eog(self, token: int) -> bool:
         return token in self.eog_tokens
