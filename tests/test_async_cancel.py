@@ -163,3 +163,40 @@ def test_a_cancelled_consumer_leaves_the_model_serving(backend):
         return [tok async for tok in backend.agenerate(PROMPT, max_tokens=4, ignore_eos=True)]
 
     assert len(run(main)) == 4
+
+
+def test_astart_chat_streams_what_achat_streams(backend):
+    messages = [{"role": "user", "content": "Name three colours."}]
+
+    async def main():
+        started = [t.id async for t in await backend.astart_chat(messages, max_tokens=6)]
+        direct = [t.id async for t in backend.achat(messages, max_tokens=6)]
+        return started, direct
+
+    started, direct = run(main)
+    assert started == direct and started
+
+
+def test_astart_raises_the_typed_error_at_its_await(backend):
+    async def main():
+        await backend.astart_generate([10**9], max_tokens=4)
+
+    with pytest.raises(ri.InvalidConfigError):
+        run(main)
+
+
+def test_a_task_cancelled_while_its_prompt_is_prepared_leaves_nothing_running(backend):
+    """The task is cancelled as soon as it waits for the worker thread, so the start
+    completes after (or, on a fast machine, just before) the cancellation: either way
+    the request it started must be cancelled."""
+    idle = Idle(backend)
+
+    async def main():
+        task = asyncio.create_task(backend.astart_generate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True))
+        await asyncio.sleep(0)  # the task runs up to its wait for the thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main)
+    assert_cut_short(idle)

@@ -22,7 +22,7 @@ async def create_chat_completion(runtime: Runtime, body: ChatCompletionRequest, 
     runtime.check_model(body.model)
     config = generate_config(body, runtime.default_chat_max_tokens())
     messages = chat_messages(body)
-    openers = [(0, lambda i=i: model.achat(messages, choice_seed(config, i))) for i in range(body.n)]
+    openers = [(0, lambda i=i: model.astart_chat(messages, choice_seed(config, i))) for i in range(body.n)]
     generation = await Generation.start(runtime.metrics, openers)
     env = Envelope.new("chatcmpl", runtime.served_name)
     if body.stream:

@@ -24,7 +24,7 @@ async def create_completion(runtime: Runtime, body: CompletionRequest, request: 
     runtime.check_model(body.model)
     config = generate_config(body, COMPLETIONS_DEFAULT_MAX_TOKENS)
     prompts = completion_prompts(body)
-    openers = [(p, lambda prompt=prompt, j=j: model.agenerate(prompt, choice_seed(config, j)))
+    openers = [(p, lambda prompt=prompt, j=j: model.astart_generate(prompt, choice_seed(config, j)))
                for p, prompt in enumerate(prompts) for j in range(body.n)]
     echoes = [_echo_text(model, prompt) if body.echo else "" for prompt in prompts]
     generation = await Generation.start(runtime.metrics, openers)

@@ -12,7 +12,7 @@ choice from submission to its end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -44,18 +44,23 @@ class Generation:
         self._pumps: list[asyncio.Task[None]] = []
 
     @classmethod
-    async def start(cls, metrics: ServerMetrics, openers: list[tuple[int, Callable[[], AsyncTokenStream]]]) -> Generation:
-        """Submit every choice (``(prompt index, opener)``); a choice that cannot start
-        (prompt too long, bad option) cancels the ones already started and answers 4xx/5xx."""
+    async def start(cls, metrics: ServerMetrics, openers: list[tuple[int, Callable[[], Awaitable[AsyncTokenStream]]]]) -> Generation:
+        """Submit every choice (``(prompt index, opener)``), each prompt prepared on a
+        worker thread (``TextModel.astart_generate``) so other clients' streams flow
+        meanwhile.  A choice that cannot start (prompt too long, bad option) cancels the
+        ones already started and answers 4xx/5xx; so does a client gone meanwhile."""
         generation = cls(metrics)
         try:
             for prompt_index, open_stream in openers:
-                stream = open_stream()
+                stream = await open_stream()
                 metrics.generation_started()
                 generation.choices.append(Choice(len(generation.choices), prompt_index, stream))
         except RocmInferError as exc:
             await generation.close()
             raise from_library(exc) from exc
+        except BaseException:
+            await generation.close()
+            raise
         return generation
 
     async def events(self) -> AsyncIterator[Event]:
