@@ -90,11 +90,13 @@ def test_invalid_values_exit_2_before_loading():
     assert rocm_infer("bench", "--serve-clients", "0,4").returncode == 2
     assert rocm_infer("bench", "--plot", "out.gif").returncode == 2
     assert rocm_infer("classify").returncode == 2
+    assert rocm_infer("serve", "--port", "99999").returncode == 2  # not a traceback from bind()
     assert rocm_infer("nonsense").returncode == 2
 
 
 def test_missing_model_exits_1_with_the_reason(tmp_path):
-    for args in (["generate", "hi", "-m"], ["chat", "-p", "hi"], ["classify", "hi", "-m"], ["bench", "--quick"], ["info"]):
+    for args in (["generate", "hi", "-m"], ["chat", "-p", "hi"], ["classify", "hi", "-m"], ["bench", "--quick"], ["info"],
+                 ["serve", "--port", "0", "-c", "64", "-m"]):
         proc = rocm_infer(*args, str(tmp_path / "missing.gguf"))
         assert proc.returncode == 1, args
         assert "ModelNotFoundError" in proc.stderr

@@ -105,13 +105,14 @@ def info(model: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("model", required=False)
+@click.argument("model_arg", metavar="[MODEL]", required=False)
+@click.option("--model", "-m", default=None, help="Same as MODEL.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free port, printed on stderr).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free port, printed on stderr).")
 @click.option("--api-key", envvar="ROCM_INFER_API_KEY", default=None,
               help="Require 'Authorization: Bearer KEY' on /v1 (prefer the ROCM_INFER_API_KEY variable: argv is visible to other users).")
 @click.option("--parallel", default=0, type=int, help="Sequences batched at once (default 16).")
-@click.option("--ctx", default=0, type=int, help="KV cache cells shared by all requests (default: trained context, capped).")
+@click.option("--ctx", "-c", default=0, type=int, help="KV cache cells shared by all requests (default: trained context, capped).")
 @click.option("--backend", "-b", default=None, help="rocm, llama_cpp, ... (default: the first available).")
 @click.option("--flash-attn", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 @click.option("--gpu-layers", default=-1, show_default=True, type=int)
@@ -120,9 +121,12 @@ def info(model: str | None, as_json: bool) -> None:
               help="Keep finished requests' KV cells to reuse shared prompt prefixes.")
 @click.option("--served-model-name", default=None, help="The model id clients use (default: the GGUF file's stem).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
-def serve(model: str | None, host: str, port: int, api_key: str | None, parallel: int, ctx: int, backend: str | None,
-          flash_attn: str, gpu_layers: int, threads: int, prefix_cache: bool, served_model_name: str | None, log_level: str) -> None:
+def serve(model_arg: str | None, model: str | None, host: str, port: int, api_key: str | None, parallel: int, ctx: int,
+          backend: str | None, flash_attn: str, gpu_layers: int, threads: int, prefix_cache: bool, served_model_name: str | None,
+          log_level: str) -> None:
     """Serve MODEL (default: Gemma 3 270M) over an OpenAI-compatible HTTP API."""
+    if model_arg and model and model_arg != model:
+        raise click.UsageError(f"two models given: {model_arg!r} and --model {model!r}")
     try:
         from .serve import ServeSettings
         from .serve import serve as run_server
@@ -133,7 +137,7 @@ def serve(model: str | None, host: str, port: int, api_key: str | None, parallel
     with failures():
         load = LoadConfig(backend=backend, context_len=ctx, parallel_slots=parallel, flash_attn=flash_attn,  # type: ignore[arg-type]
                           gpu_layers=gpu_layers, n_threads=threads, prefix_cache=prefix_cache)
-        settings = ServeSettings(model=model, served_name=served_model_name, api_key=api_key or None, load=load)
+        settings = ServeSettings(model=model_arg or model, served_name=served_model_name, api_key=api_key or None, load=load)
         run_server(settings, host=host, port=port, log_level=log_level, say=lambda line: click.echo(line, err=True))
 
 
