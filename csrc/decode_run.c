@@ -5,10 +5,12 @@
  * a CPU), the engine's Python around each llama_decode (planning, filling the batch,
  * recording the tokens, waking each consumer thread) costs a share of every step that
  * llama-batched-bench, which has no Python, never pays.  While every running request is
- * plain (sampled on the host with no repeat penalty, no structured output, no stop
- * string or stop token, no log-probabilities) and no waiting request can be admitted, a
- * step's work needs nothing Python knows: this loop does it, and Python records the run's
- * tokens afterwards, with the same effect as recording them step by step.
+ * plain (no repeat penalty, no structured output, no stop string or stop token, no
+ * log-probabilities) and no waiting request can be admitted, a step's work needs nothing
+ * Python knows: this loop does it, and Python records the run's tokens afterwards, with
+ * the same effect as recording them step by step.  A row with a device chain
+ * (llama_set_sampler: sampled in the decode graph) takes its token from
+ * llama_get_sampled_token_ith; the other rows are sampled here from the logits.
  *
  * A run ends after the step in which any row samples an end-of-generation token (one
  * that ends it: not with ignore_eos), after max_steps (the caller makes that the fewest
@@ -38,14 +40,18 @@ typedef struct {
   const int32_t *first_pos;    /* n_rows: that token's position */
   const uint8_t *ends_row;     /* n_rows: 1 where an end-of-generation token ends the row */
   const uint8_t *eog;          /* n_vocab: 1 for the end-of-generation tokens */
-  const int64_t *suppressed;   /* ids that are -inf in every row before it is sampled */
+  const int64_t *suppressed;   /* ids that are -inf in every host row before it is sampled */
   int64_t n_suppressed;
-  const int64_t *row_index;    /* n_rows: 0, 1, ... (the sampler's row order) */
-  const float *temperature;    /* n_rows each: the rows' sampling settings */
+  int32_t n_host;              /* rows sampled here, from the logits */
+  const int64_t *host_rows;    /* n_host: their row numbers, ascending */
+  const float *temperature;    /* n_host each: their sampling settings */
   const int32_t *top_k;
   const float *top_p;
   const float *min_p;
-  const double *uniforms;      /* max_steps * n_rows, step after step: the draws */
+  const double *uniforms;      /* max_steps * n_host, step after step: their draws */
+  int32_t *host_tokens;        /* n_host: a step's host tokens, before they go to their rows */
+  int32_t n_device;            /* rows with a device chain */
+  const int32_t *device_rows;  /* n_device: their row numbers */
   float *scratch;              /* what rocm_infer_sample_rows needs for n_threads */
   int32_t n_threads;
   const int32_t *interrupt;    /* read after every step */
@@ -63,10 +69,12 @@ static double seconds_now(void) {
 }
 
 #define ROCM_INFER_RUN_NO_LOGITS (-100) /* decode_run.py: RUN_NO_LOGITS */
+#define ROCM_INFER_RUN_NO_TOKEN (-101)  /* decode_run.py: RUN_NO_TOKEN */
 
 /* Returns 0, or the code of the llama_decode that failed (run->steps stops before it;
- * ROCM_INFER_RUN_NO_LOGITS when the logits could not be read).  batch: capacity >=
- * n_rows, one seq_id slot per token. */
+ * ROCM_INFER_RUN_NO_LOGITS when the logits could not be read, ROCM_INFER_RUN_NO_TOKEN
+ * when a device row has no sampled token).  batch: capacity >= n_rows, one seq_id slot
+ * per token. */
 int32_t rocm_infer_decode_run(struct llama_context *ctx, struct llama_batch *batch, rocm_infer_run_t *run) {
   const int32_t n = run->n_rows;
   const double started = seconds_now();
@@ -86,15 +94,26 @@ int32_t rocm_infer_decode_run(struct llama_context *ctx, struct llama_batch *bat
     const double decode_started = seconds_now();
     const int32_t rc = llama_decode(ctx, *batch);
     if (rc != 0) return rc;
-    float *logits = llama_get_logits(ctx); /* waits for the device */
+    /* both wait for the device; the logits are copied to the host only for host rows */
+    float *logits = run->n_host > 0 ? llama_get_logits(ctx) : NULL;
+    if (run->n_host == 0) llama_synchronize(ctx);
     const double decoded = seconds_now();
     run->decode_seconds += decoded - decode_started;
-    if (logits == NULL) return ROCM_INFER_RUN_NO_LOGITS;
-    for (int32_t r = 0; r < n; r++)
-      for (int64_t j = 0; j < run->n_suppressed; j++) logits[(int64_t)r * run->n_vocab + run->suppressed[j]] = -INFINITY;
+    if (run->n_host > 0 && logits == NULL) return ROCM_INFER_RUN_NO_LOGITS;
     int32_t *chosen = run->tokens + (int64_t)step * n;
-    rocm_infer_sample_rows(logits, run->n_vocab, run->n_vocab, n, run->row_index, run->temperature, run->top_k, run->top_p,
-                           run->min_p, run->uniforms + (int64_t)step * n, chosen, run->scratch, run->n_threads);
+    for (int32_t d = 0; d < run->n_device; d++) {
+      const llama_token token = llama_get_sampled_token_ith(ctx, run->device_rows[d]);
+      if (token == LLAMA_TOKEN_NULL) return ROCM_INFER_RUN_NO_TOKEN;
+      chosen[run->device_rows[d]] = token;
+    }
+    if (run->n_host > 0) {
+      for (int32_t h = 0; h < run->n_host; h++)
+        for (int64_t j = 0; j < run->n_suppressed; j++) logits[run->host_rows[h] * run->n_vocab + run->suppressed[j]] = -INFINITY;
+      rocm_infer_sample_rows(logits, run->n_vocab, run->n_vocab, run->n_host, run->host_rows, run->temperature, run->top_k,
+                             run->top_p, run->min_p, run->uniforms + (int64_t)step * run->n_host, run->host_tokens,
+                             run->scratch, run->n_threads);
+      for (int32_t h = 0; h < run->n_host; h++) chosen[run->host_rows[h]] = run->host_tokens[h];
+    }
     const double sampled = seconds_now();
     run->sample_seconds += sampled - decoded;
     run->steps = step + 1;

@@ -3,8 +3,10 @@
 A request with log-probabilities is never plain, so it is decoded step by step; run
 alone, both ways feed the model the same one-row batches, so their tokens must match
 exactly, greedy or seeded.  The C loop's own stops are checked on a bare context.  The
-model here samples on the host on every build (``device_sampling="off"``): on a GPU
-build, ``auto`` would put top-p requests in the decode graph, and those are not plain.
+``host`` model samples on the host on every build (``device_sampling="off"``); the
+``device`` one puts its requests' chains in the decode graph (``"on"``, which the CPU
+build runs too), where a stop string, not log-probabilities, keeps a request stepwise
+(log-probabilities would take it to the host).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 import rocm_infer as ri
 from rocm_infer.native.batch import Batch
 from rocm_infer.native.decode_run import DecodeRuns
+from rocm_infer.native.device_sampling import DevicePolicy
 from rocm_infer.native.handles import LlamaContext, LlamaModel
 from rocm_infer.native.host_sampling import HostSampler, RowSampler
 from rocm_infer.native.request import Request
@@ -113,6 +116,61 @@ def test_cancelling_one_stream_ends_it_and_the_others_finish(host):
     for stream in streams[1:]:
         stream.cancel()
     assert host.cache_occupancy() == {}
+
+
+@pytest.fixture(scope="module")
+def device(gemma_path) -> Iterator[ri.TextModel]:
+    with ri.load_model(gemma_path, backend="llama_cpp", flash_attn="off", parallel_slots=16, prefix_cache=False,
+                       device_sampling="on") as loaded:
+        yield loaded
+
+
+def started_together(model: ri.TextModel, *requests: dict) -> list[list[int]]:
+    """The token ids of requests submitted while the engine thread is held, so that they
+    start in one step and share every batch."""
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=model._engine.call, args=(lambda _ctx: (held.set(), release.wait()),))
+    holder.start()
+    try:  # a failure here must not leave the engine thread held
+        held.wait(NEVER_S)
+        streams = [model.generate(PROMPT, **options) for options in requests]
+    finally:
+        release.set()
+        holder.join()
+    return [[t.id for t in stream] for stream in streams]
+
+
+NEVER_SEEN = ["\u2603"]  # a stop string that keeps a request stepwise and never ends it
+
+
+@pytest.mark.parametrize("sampling", [{}, SAMPLED])
+def test_device_rows_run_natively_with_the_tokens_of_step_by_step_decoding(device, sampling):
+    before = device.engine_stats()
+    ran = started_together(device, dict(max_tokens=24, ignore_eos=True, **sampling))
+    middle = device.engine_stats()
+    stepped = started_together(device, dict(max_tokens=24, ignore_eos=True, stop=NEVER_SEEN, **sampling))
+    after = device.engine_stats()
+    assert middle.run_steps > before.run_steps and after.run_steps == middle.run_steps
+    assert middle.device_sampled - before.device_sampled == 24 and middle.host_sampled == before.host_sampled
+    assert ran == stepped and len(ran[0]) == 24
+
+
+def test_host_and_device_rows_share_a_run(device):
+    """The GPU build's ``auto`` policy (greedy on the host, top-p alone on the device while
+    few requests run), set on this model: one run holds rows of both kinds."""
+    chooser = device._engine._chooser
+    policy, chooser._policy = chooser._policy, DevicePolicy.WHOLE_VOCAB
+    try:
+        greedy, nucleus = dict(max_tokens=20, ignore_eos=True), dict(max_tokens=20, ignore_eos=True, **SAMPLED)
+        before = device.engine_stats()
+        ran = started_together(device, greedy, nucleus)
+        middle = device.engine_stats()
+        stepped = started_together(device, dict(greedy, stop=NEVER_SEEN), dict(nucleus, stop=NEVER_SEEN))
+    finally:
+        chooser._policy = policy
+    assert middle.run_steps > before.run_steps
+    assert middle.device_sampled - before.device_sampled == 20 and middle.host_sampled - before.host_sampled == 20
+    assert ran == stepped
 
 
 def test_drawn_numbers_are_used_in_one_order_however_runs_split_them():

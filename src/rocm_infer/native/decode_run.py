@@ -28,17 +28,20 @@ MAX_RUN_STEPS = 32
 # How long a run may take: streams get their tokens at least this often (one step more
 # where a step is longer), so a streamed answer still arrives as it is made.
 MAX_RUN_S = 0.05
-# ``rocm_infer_decode_run``'s code when llama.cpp gave no logits (ROCM_INFER_RUN_NO_LOGITS)
+# ``rocm_infer_decode_run``'s codes when llama.cpp gave no logits for the host rows
+# (ROCM_INFER_RUN_NO_LOGITS) or no token for a device row (ROCM_INFER_RUN_NO_TOKEN)
 RUN_NO_LOGITS = -100
+RUN_NO_TOKEN = -101
 
 
 def is_plain(request: Request) -> bool:
-    """Every token of it can be chosen in a run: sampled on the host with llama.cpp's
-    chain alone, and nothing per token needs Python before the next step (no repeat
-    penalty window, structured-output mask, log-probability, stop string or stop token)."""
+    """Every token of it can be chosen in a run: sampled with llama.cpp's chain alone, on
+    the host or by its device chain, and nothing per token needs Python before the next
+    step (no repeat penalty window, structured-output mask, log-probability, stop string
+    or stop token)."""
     config = request.config
-    sampler = request.host_sampler
-    return (request.kind is RequestKind.GENERATE and sampler is not None and not sampler.penalised and request.constraint is None
+    sampler = request.host_sampler  # None: a device chain samples it
+    return (request.kind is RequestKind.GENERATE and not (sampler is not None and sampler.penalised) and request.constraint is None
             and not config.logprobs and not config.stop and not config.stop_tokens)
 
 
@@ -50,10 +53,13 @@ class RunResult:
     code: int  # 0, or the code of the llama_decode that failed after ``tokens``' steps
     decode_s: float
     sample_s: float
+    device_rows: int  # of the rows, those sampled by a device chain
 
     def raise_for_code(self) -> None:
         if self.code == RUN_NO_LOGITS:
             raise EngineError("llama.cpp gave no logits after a decode in a native run")
+        if self.code == RUN_NO_TOKEN:
+            raise EngineError("the device sampled no token for a row of a native run")
         check_decode(self.code)
 
 
@@ -84,14 +90,16 @@ class DecodeRuns:
     def _grow(self, n_rows: int) -> None:
         """Arrays for ``n_rows`` rows, kept between runs with their addresses in the args."""
         self._capacity = n_rows
-        self._seq_ids, self._first_tokens, self._first_pos, self._top_k = (np.zeros(n_rows, dtype=np.int32) for _ in range(4))
+        self._seq_ids, self._first_tokens, self._first_pos, self._top_k, self._host_tokens, self._device_rows = (
+            np.zeros(n_rows, dtype=np.int32) for _ in range(6))
         self._temperature, self._top_p, self._min_p = (np.zeros(n_rows, dtype=np.float32) for _ in range(3))
         self._ends_row = np.zeros(n_rows, dtype=np.uint8)
-        self._row_index = np.arange(n_rows, dtype=np.int64)
+        self._host_rows = np.zeros(n_rows, dtype=np.int64)
         self._uniforms = np.zeros((MAX_RUN_STEPS, n_rows), dtype=np.float64)
         self._tokens = np.zeros((MAX_RUN_STEPS, n_rows), dtype=np.int32)
         args = self._args
-        for name in ("seq_ids", "first_tokens", "first_pos", "top_k", "temperature", "top_p", "min_p", "ends_row", "row_index"):
+        for name in ("seq_ids", "first_tokens", "first_pos", "top_k", "temperature", "top_p", "min_p", "ends_row", "host_rows",
+                     "host_tokens", "device_rows"):
             setattr(args, name, getattr(self, f"_{name}").ctypes.data)
 
     def run(self, requests: list[Request], max_steps: int, max_seconds: float) -> RunResult:
@@ -103,28 +111,34 @@ class DecodeRuns:
             raise ValueError(f"a run of {max_steps} steps over {n} rows does not fit (batch {self._batch.capacity}, at most {MAX_RUN_STEPS} steps)")
         if n > self._capacity:
             self._grow(max(n, 2 * self._capacity))
-        samplers = cast(list[HostSampler], [r.host_sampler for r in requests])  # plain: each has one
+        host = [r for r, request in enumerate(requests) if request.host_sampler is not None]
+        device = [r for r, request in enumerate(requests) if request.host_sampler is None]  # a chain samples them
+        samplers = cast(list[HostSampler], [requests[r].host_sampler for r in host])
+        n_host = len(host)
         self._seq_ids[:n] = [r.seq_id for r in requests]
         self._first_tokens[:n] = [r.last_token for r in requests]
         self._first_pos[:n] = [r.n_computed for r in requests]
         self._ends_row[:n] = [not r.config.ignore_eos for r in requests]
-        self._temperature[:n] = [s.temperature for s in samplers]
-        self._top_k[:n] = [s.top_k for s in samplers]
-        self._top_p[:n] = [s.top_p for s in samplers]
-        self._min_p[:n] = [s.min_p for s in samplers]
-        # step after step, n to a step: a row's draws are a column of this view
-        uniforms = self._uniforms.reshape(-1)[: max_steps * n].reshape(max_steps, n)
-        drawing = [(r, s) for r, s in enumerate(samplers) if not s.greedy]
+        self._host_rows[:n_host] = host
+        self._device_rows[: len(device)] = device
+        self._temperature[:n_host] = [s.temperature for s in samplers]
+        self._top_k[:n_host] = [s.top_k for s in samplers]
+        self._top_p[:n_host] = [s.top_p for s in samplers]
+        self._min_p[:n_host] = [s.min_p for s in samplers]
+        # step after step, n_host to a step: a host row's draws are a column of this view
+        uniforms = self._uniforms.reshape(-1)[: max_steps * n_host].reshape(max_steps, n_host)
+        drawing = [(h, s) for h, s in enumerate(samplers) if not s.greedy]
         uniforms[:] = 0.0
-        for r, sampler in drawing:
-            uniforms[:, r] = sampler.uniforms(max_steps)
+        for h, sampler in drawing:
+            uniforms[:, h] = sampler.uniforms(max_steps)
         args = self._args
         args.n_rows, args.max_steps, args.max_seconds = n, max_steps, max_seconds
+        args.n_host, args.n_device = n_host, len(device)
         args.uniforms = uniforms.ctypes.data
         tokens = self._tokens.reshape(-1)[: max_steps * n].reshape(max_steps, n)
         args.tokens = tokens.ctypes.data
         code = self._native(self._ctx.ptr, ctypes.byref(self._batch.struct), ctypes.byref(args))
         steps = args.steps
-        for r, sampler in drawing:
-            sampler.give_back(uniforms[steps:, r])
-        return RunResult(tokens[:steps].copy(), code, args.decode_seconds, args.sample_seconds)
+        for h, sampler in drawing:
+            sampler.give_back(uniforms[steps:, h])
+        return RunResult(tokens[:steps].copy(), code, args.decode_seconds, args.sample_seconds, len(device))

@@ -315,13 +315,15 @@ class Engine:
         recorded = time.perf_counter()
         self.stats.decode_s += result.decode_s
         self.stats.sample_s += result.sample_s
-        if len(result.tokens):
+        steps = len(result.tokens)
+        if steps:
             self._record_run(requests, result.tokens, recorded)
-        self.stats.host_sampled += result.tokens.size
+        self.stats.host_sampled += steps * (len(requests) - result.device_rows)
+        self.stats.device_sampled += steps * result.device_rows
         self.stats.emit_s += time.perf_counter() - recorded
         self._deliver()  # (timed as emit on its own)
-        self.stats.steps += len(result.tokens)
-        self.stats.run_steps += len(result.tokens)
+        self.stats.steps += steps
+        self.stats.run_steps += steps
         self.stats.tokens += result.tokens.size
         result.raise_for_code()
 
