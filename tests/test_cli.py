@@ -94,6 +94,11 @@ def test_invalid_values_exit_2_before_loading():
     assert rocm_infer("nonsense").returncode == 2
 
 
+def test_help_names_every_exit_status_and_backend():
+    assert "141" in rocm_infer("--help").stdout
+    assert "openai" in rocm_infer("generate", "--help").stdout
+
+
 def test_missing_model_exits_1_with_the_reason(tmp_path):
     for args in (["generate", "hi", "-m"], ["chat", "-p", "hi"], ["classify", "hi", "-m"], ["bench", "--quick"], ["info"],
                  ["serve", "--port", "0", "-c", "64", "-m"]):

@@ -59,7 +59,8 @@ def _render(record: dict[str, Any], as_json: bool) -> None:
 def main() -> None:
     """Run GGUF models in-process through llama.cpp (ROCm/HIP first).
 
-    Exit status: 0 done, 1 failed, 2 bad command line, 130 interrupted.
+    Exit status: 0 done, 1 failed, 2 bad command line, 130 interrupted, 141 when the
+    reader of a pipe leaves.
     """
 
 

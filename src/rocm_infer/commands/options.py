@@ -5,7 +5,8 @@ One spelling per idea across every command: ``-m`` model, ``-b`` backend, ``-c``
 ``-p`` prompt, ``-s`` system prompt, ``-f`` file, ``-o`` output file.
 
 Exit codes a shell can rely on: 0 done, 1 the work failed (a ``RocmInferError``), 2 the
-command line was wrong (click's usage errors and invalid option values), 130 interrupted.
+command line was wrong (click's usage errors and invalid option values), 130 interrupted,
+141 the reader of a pipe left.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def input_text(value: str) -> str:
 def load_options(func: F) -> F:
     """How the model is loaded: the same flags on every command that loads one."""
     for option in reversed([
-        click.option("--backend", "-b", default=None, help="rocm, llama_cpp or llama_server (default: the first available)."),
+        click.option("--backend", "-b", default=None, help="rocm, llama_cpp, llama_server or openai (default: the first available)."),
         click.option("--ctx", "-c", "context_len", default=0, type=int, help="KV cache cells (default: the trained context, capped at 4096)."),
         click.option("--gpu-layers", default=-1, show_default=True, type=int, help="Layers on the GPU (-1: all)."),
         click.option("--threads", default=0, type=int, help="CPU threads (default: llama.cpp's choice, one per physical core)."),
