@@ -63,7 +63,7 @@ def test_generate_json_reads_stdin_and_reports_metrics():
 
 
 def test_generate_verbose_prints_rates_on_stderr():
-    proc = rocm_infer("generate", "The sky is", "-n", "4", "--verbose", "--max_tokens", "4")
+    proc = rocm_infer("generate", "-p", "The sky is", "-n", "4", "--verbose", "--max_tokens", "4")
     assert proc.returncode == 0, proc.stderr
     assert "eval rate:" in proc.stderr and "prompt eval count:" in proc.stderr
     assert "eval rate" not in proc.stdout
@@ -90,6 +90,7 @@ def test_invalid_values_exit_2_before_loading():
     assert rocm_infer("bench", "--serve-clients", "0,4").returncode == 2
     assert rocm_infer("bench", "--plot", "out.gif").returncode == 2
     assert rocm_infer("classify").returncode == 2
+    assert rocm_infer("generate").returncode == 2
     assert rocm_infer("serve", "--port", "99999").returncode == 2  # not a traceback from bind()
     assert rocm_infer("nonsense").returncode == 2
 

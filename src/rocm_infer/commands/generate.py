@@ -56,19 +56,25 @@ def verbose_lines(record: dict[str, Any]) -> list[str]:
 
 
 @click.command(cls=HintingCommand)
-@click.argument("prompt")
+@click.argument("prompt_arg", metavar="PROMPT", required=False)
+@click.option("--prompt", "-p", default=None, help="Same as PROMPT (llama.cpp's spelling).")
 @click.option("--model", "-m", default=None, help="GGUF path or name in ROCM_MODEL_DIR (default: Gemma 3 270M, a base model).")
 @load_options
 @sampling_options(max_tokens=128, temperature=0.0)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (text, finish_reason, metrics) instead of streaming.")
 @click.option("--verbose", is_flag=True, help="Print timings and tokens/s to stderr afterwards (as ollama run --verbose).")
-def generate(prompt: str, model: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
+def generate(prompt_arg: str | None, prompt: str | None, model: str | None, as_json: bool, verbose: bool, **options: Any) -> None:
     """Continue PROMPT ('-' reads it from stdin), streaming the text to stdout."""
     from .. import load_model
 
+    if prompt_arg is not None and prompt is not None and prompt_arg != prompt:
+        raise click.UsageError(f"two prompts given: {prompt_arg!r} and --prompt {prompt!r}")
+    given = prompt_arg if prompt_arg is not None else prompt
+    if given is None:
+        raise click.UsageError("Missing argument 'PROMPT' (or -p PROMPT; '-' reads it from stdin).")
     sampling = generate_config(**{k: options.pop(k) for k in ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "stop")})
     load = load_config(**options)
-    text = input_text(prompt)
+    text = input_text(given)
     with failures():
         started = time.perf_counter()
         with load_model(model, config=load) as loaded:
