@@ -136,6 +136,15 @@ def test_a_context_far_beyond_memory_is_out_of_memory_then_loads_again(backend, 
         serves(again)
 
 
+def test_a_context_smaller_than_the_slots_serves_every_slot(backend, gemma_path):
+    """15 cells for 16 slots: llama.cpp would size its batch below the slot count (and
+    abort the process at the first full step); the context is rounded up instead."""
+    with ri.load_model(gemma_path, backend=backend, context_len=15, parallel_slots=16, prefix_cache=False) as small:
+        results = small.batch_generate([f"{PROMPT} {i}" for i in range(16)], max_tokens=2)
+        assert small.info.context_len >= 16
+    assert all(r.err is None and r.tokens for r in results)
+
+
 # ---- options -------------------------------------------------------------------------------
 
 NAN, INF = math.nan, math.inf

@@ -110,6 +110,8 @@ GIB = 1 << 30
     ("requested", "trained", "kv_per_token", "weights", "free", "expected", "why"),
     [
         (2048, 32768, 18432, 250 << 20, None, 2048, "as requested"),
+        (15, 32768, 18432, 250 << 20, None, 256, "rounded up to 256"),  # llama.cpp's padding, and a batch for every slot
+        (1000, 32768, 18432, 250 << 20, None, 1024, "rounded up to 1024"),
         (0, 32768, 18432, 250 << 20, None, 4096, "capped at 4096"),  # CPU build: no VRAM figure
         (0, 2048, 18432, 250 << 20, None, 2048, "capped at 4096"),
         (0, 0, 18432, 250 << 20, None, 4096, "no trained context"),

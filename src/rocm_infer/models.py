@@ -167,13 +167,18 @@ def kv_bytes_per_token(n_layers: int, n_kv_heads: int, head_dim_k: int, head_dim
 def size_context(requested: int, trained: int, kv_per_token: int, weights_bytes: int, free_vram_bytes: int | None, cap: int) -> tuple[int, str]:
     """The context length (KV cells shared by all slots) and why.
 
-    Asked for: taken as is.  Otherwise the trained context, capped by what free VRAM
-    holds after the weights (when a GPU's free VRAM is known) or by ``cap`` (when it is
-    not: a CPU build or no readable GPU), and ``cap`` when the model states nothing.
+    Asked for: taken as is, rounded up to a multiple of ``CONTEXT_ALIGN``.  llama.cpp
+    pads the cache so itself, but caps its batch at the size asked for first: a context
+    of 15 cells for 16 slots left fewer outputs than sequences and aborted the process on
+    an assertion in the first decode.  Otherwise the trained context, capped by what free
+    VRAM holds after the weights (when a GPU's free VRAM is known) or by ``cap`` (when it
+    is not: a CPU build or no readable GPU), and ``cap`` when the model states nothing.
     """
     if requested:
-        note = f" (beyond the trained {trained})" if trained and requested > trained else ""
-        return requested, f"context_len={requested} as requested{note}"
+        aligned = -(-requested // CONTEXT_ALIGN) * CONTEXT_ALIGN
+        rounded = f", rounded up to {aligned} (llama.cpp's cache is a multiple of {CONTEXT_ALIGN} cells)" if aligned != requested else ""
+        note = f" (beyond the trained {trained})" if trained and aligned > trained else ""
+        return aligned, f"context_len={requested} as requested{rounded}{note}"
     if not trained:
         return cap, f"the model states no trained context; default {cap}"
     if free_vram_bytes is None or kv_per_token <= 0:

@@ -64,7 +64,7 @@ class NativeModel(TextModel):
             n_ctx, reason = size_context(config.context_len, trained, self._kv_per_token(), int(llama.llama_model_size(self._model.ptr)),
                                          free_vram, DEFAULT_CONTEXT_CAP)
             slots = config.parallel_slots or DEFAULT_PARALLEL_SLOTS
-            budget = max(config.batch_size, slots)
+            budget = min(max(config.batch_size, slots), n_ctx)  # llama.cpp's n_batch: at most the context
             self._ctx = self._stack.enter_context(
                 LlamaContext(self._model, n_ctx, slots, budget, config.flash_attn, config.n_threads)
             )
