@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -93,6 +94,14 @@ def test_invalid_values_exit_2_before_loading():
     assert rocm_infer("generate").returncode == 2
     assert rocm_infer("serve", "--port", "99999").returncode == 2  # not a traceback from bind()
     assert rocm_infer("nonsense").returncode == 2
+
+
+def test_serve_on_a_port_in_use_exits_1_with_the_reason():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = rocm_infer("serve", "--port", str(taken.getsockname()[1]))
+    assert proc.returncode == 1 and "cannot listen on 127.0.0.1" in proc.stderr and "--port 0" in proc.stderr
 
 
 def test_help_names_every_exit_status_and_backend():

@@ -127,6 +127,13 @@ def test_names_resolve_through_discover(folder, monkeypatch):
         ri.load_model("nothing-called-this", backend="llama_cpp")
 
 
+def test_a_bare_name_without_a_model_folder_says_where_names_are_looked_up(monkeypatch, tmp_path):
+    monkeypatch.delenv("ROCM_MODEL_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ri.ModelNotFoundError, match="ROCM_MODEL_DIR, which is not set"):
+        ri.load_model("qwen3-8b-instruct-q4_k_m.gguf", backend="llama_cpp")
+
+
 def test_loading_a_split_model_by_name_reaches_its_first_part(folder, monkeypatch):
     monkeypatch.setenv("ROCM_MODEL_DIR", str(folder["root"]))
     from rocm_infer.models import resolve_model_path

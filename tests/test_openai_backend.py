@@ -175,8 +175,13 @@ def test_load_errors_are_typed_and_the_key_is_never_shown(serve_url):
         ri.load_model(None, backend="openai", base_url=serve_url, api_key="wrong-key-value")
     assert "wrong-key-value" not in str(refused.value)
     assert "wrong-key-value" not in repr(ri.LoadConfig(api_key="wrong-key-value"))
+    with pytest.raises(ri.RocmInferError, match="asks for an API key: pass api_key="):
+        ri.load_model(None, backend="openai", base_url=serve_url)
     with pytest.raises(ri.ModelNotFoundError):
         ri.load_model("no-such-model", backend="openai", base_url=serve_url, api_key=SERVE_KEY)
+    without_v1 = serve_url.removesuffix("/v1")
+    with pytest.raises(ri.ModelNotFoundError, match=f"try base_url={without_v1}/v1"):
+        ri.load_model(None, backend="openai", base_url=without_v1, api_key=SERVE_KEY)
     with pytest.raises(ri.BackendUnavailableError):
         ri.load_model(None, backend="openai", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(ri.InvalidConfigError):

@@ -200,6 +200,13 @@ def test_logprobs(client, model_id):
     assert sum(len(c.choices[0].logprobs.content) for c in streamed) == 5
 
 
+def test_a_body_that_is_not_json_is_a_400_that_says_so(served):
+    answer = httpx.post(f"{served.url}/v1/completions", content=b'{not json', headers={"Authorization": f"Bearer {KEY}",
+                                                                                      "Content-Type": "application/json"})
+    error = answer.json()["error"]
+    assert answer.status_code == 400 and "not valid JSON" in error["message"] and error["param"] is None
+
+
 @pytest.mark.parametrize("kwargs, param", [
     ({"temperature": -1}, "temperature"),
     ({"top_p": 1.5}, "top_p"),

@@ -57,6 +57,9 @@ def resolve_model_path(model: str | os.PathLike[str] | None) -> Path:
         from .discovery import find_model  # discovery reads headers with helpers from here
 
         path = Path(find_model(path.name).path)
+    elif not path.exists() and path.parent == Path("."):
+        raise ModelNotFoundError(f"model not found: {path} (no such file here; a bare name is looked up in ROCM_MODEL_DIR, "
+                                 "which is not set)")
     return check_gguf_file(path)
 
 

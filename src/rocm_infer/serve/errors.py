@@ -67,6 +67,10 @@ def from_validation(problems: list[dict[str, Any]]) -> ApiError:
     """FastAPI's request validation errors as one 400 (OpenAI and vLLM answer 400, not 422),
     naming the first offending field as ``param``."""
     first = problems[0] if problems else {}
+    if first.get("type") == "json_invalid":  # its "location" is a character offset, not a field
+        reason = first.get("ctx", {}).get("error", "")
+        offset = first.get("loc", ("body", "?"))[-1]
+        return ApiError(400, f"the request body is not valid JSON: {reason or 'decode error'} (at character {offset})")
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
     messages = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from ..errors import InvalidConfigError
 from ..interface import TextModel
 from .app import create_app
 from .runtime import Runtime, ServeSettings
@@ -48,7 +49,11 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, lo
         server.should_exit = True
 
     runtime.on_loaded, runtime.on_load_failed = loaded, failed
-    sock = config.bind_socket()
+    try:
+        sock = config.bind_socket()
+    except SystemExit as exc:  # uvicorn logs the OSError ("address already in use", ...) and exits 3
+        raise InvalidConfigError(f"cannot listen on {host}:{port} (the reason is on the line above); choose another --port, "
+                                 "or --port 0 for any free one") from exc
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     say(f"rocm-infer serve: http://{shown}:{bound_port}/v1 (model: {settings.model or 'the default Gemma 3 270M'}; "
