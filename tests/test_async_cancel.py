@@ -17,6 +17,7 @@ import asyncio
 import gc
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -38,6 +39,9 @@ class Idle:
     def work_done(self) -> int:
         if self.model.info.backend == "llama_server":
             return self._server_tokens()
+        engine = self.model._engine  # a request not yet decoded holds no cells: wait for it too
+        while engine.call(lambda _ctx: bool(engine._running or engine._waiting)):
+            time.sleep(0.01)
         while self.model.cache_occupancy():
             time.sleep(0.01)
         steps = self.model.engine_stats().steps
@@ -200,3 +204,21 @@ def test_a_task_cancelled_while_its_prompt_is_prepared_leaves_nothing_running(ba
 
     run(main)
     assert_cut_short(idle)
+
+
+def test_closing_the_event_loop_while_a_stream_starts(backend):
+    """The loop is closed (its tasks not cancelled) while the start is on its worker thread,
+    or just after it finished but before the task took the result: no stream object is ever
+    made, and the request must still end when it finds the loop closed."""
+    idle = Idle(backend)
+    loop = asyncio.new_event_loop()
+    starts = ThreadPoolExecutor(1)
+    loop.set_default_executor(starts)
+    try:
+        task = loop.create_task(backend.astart_generate(PROMPT, max_tokens=MAX_TOKENS, ignore_eos=True))
+        loop.run_until_complete(asyncio.sleep(0))  # the task runs up to its wait for the thread
+    finally:
+        loop.close()
+    starts.shutdown(wait=True)  # the start is done: the request was submitted
+    assert_cut_short(idle)
+    assert not task.done()

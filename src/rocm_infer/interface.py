@@ -192,10 +192,15 @@ class TextModel(abc.ABC):
         return AsyncTokenStream(sink, cancel, config.timeout, self._record)
 
     async def _astart(self, prompt: Callable[[], str | list[int]], config: GenerateConfig) -> AsyncTokenStream:
-        loop = self._running_loop()
-        sink = AsyncSink(loop)
-        opening = _Opening(lambda: self._start(prompt(), config, sink, classify=False))
-        cancel = await opening.started()
+        sink = AsyncSink(self._running_loop())
+
+        def start() -> Callable[[], None]:
+            cancel = self._start(prompt(), config, sink, classify=False)
+            # at once, not when the stream is made: a loop closed meanwhile never makes it
+            sink.on_loop_closed = cancel
+            return cancel
+
+        cancel = await _Opening(start).started()
         return AsyncTokenStream(sink, cancel, config.timeout, self._record)
 
     @staticmethod
