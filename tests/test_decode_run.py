@@ -157,15 +157,17 @@ def test_device_rows_run_natively_with_the_tokens_of_step_by_step_decoding(devic
 
 def test_host_and_device_rows_share_a_run(device):
     """The GPU build's ``auto`` policy (greedy on the host, top-p alone on the device while
-    few requests run), set on this model: one run holds rows of both kinds."""
+    few requests run), set on this model: one run holds rows of both kinds.  The device
+    row comes first, so the host row is batch row 1: read at its place among the host
+    rows (0), its logits would be the other row's."""
     chooser = device._engine._chooser
     policy, chooser._policy = chooser._policy, DevicePolicy.WHOLE_VOCAB
     try:
         greedy, nucleus = dict(max_tokens=20, ignore_eos=True), dict(max_tokens=20, ignore_eos=True, **SAMPLED)
         before = device.engine_stats()
-        ran = started_together(device, greedy, nucleus)
+        ran = started_together(device, nucleus, greedy)
         middle = device.engine_stats()
-        stepped = started_together(device, dict(greedy, stop=NEVER_SEEN), dict(nucleus, stop=NEVER_SEEN))
+        stepped = started_together(device, dict(nucleus, stop=NEVER_SEEN), dict(greedy, stop=NEVER_SEEN))
     finally:
         chooser._policy = policy
     assert middle.run_steps > before.run_steps
