@@ -94,7 +94,7 @@ int32_t rocm_infer_decode_run(struct llama_context *ctx, struct llama_batch *bat
     const double decode_started = seconds_now();
     const int32_t rc = llama_decode(ctx, *batch);
     if (rc != 0) return rc;
-    /* both wait for the device; the logits are copied to the host only for host rows */
+    /* both wait for the device; llama.cpp copies the logits (every row's) only when some row is a host row */
     float *logits = run->n_host > 0 ? llama_get_logits(ctx) : NULL;
     if (run->n_host == 0) llama_synchronize(ctx);
     const double decoded = seconds_now();

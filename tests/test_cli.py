@@ -100,8 +100,9 @@ def test_serve_on_a_port_in_use_exits_1_with_the_reason():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        proc = rocm_infer("serve", "--port", str(taken.getsockname()[1]))
+        proc = rocm_infer("serve", "--port", str(taken.getsockname()[1]), "--log-level", "critical")  # no uvicorn line
     assert proc.returncode == 1 and "cannot listen on 127.0.0.1" in proc.stderr and "--port 0" in proc.stderr
+    assert "already in use" in proc.stderr
 
 
 def test_help_names_every_exit_status_and_backend():

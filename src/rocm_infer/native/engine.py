@@ -138,9 +138,10 @@ class Engine:
         self._thread.join()
 
     def active_memory_bytes(self) -> int:
-        """The weights and the context's live state, read at most once per step:
-        ``llama_state_get_size`` walks every used cell (~0.1 ms here), and a step may end
-        dozens of requests (a ``classify`` of 64 prompts ends them all in one)."""
+        """The weights and the context's live state, read at most once before a step's
+        decode and once after it: ``llama_state_get_size`` walks every used cell (~0.1 ms
+        here), and a step may end dozens of requests (a ``classify`` of 64 prompts ends them
+        all in one), each reporting the figure of its step."""
         if self._active_bytes is None:
             self._active_bytes = self._weights_bytes + self._ctx.state_size()
         return self._active_bytes
@@ -286,6 +287,7 @@ class Engine:
             finally:
                 self._in_flight = False
         self.stats.decode_s += time.perf_counter() - decode_started
+        self._active_bytes = None  # the decode took cells
         return outputs
 
     def _can_run(self, plan: StepPlan) -> bool:
@@ -312,6 +314,7 @@ class Engine:
         # a deadline (running or waiting) ends the run near it, so timeouts stay on time
         max_seconds = min([MAX_RUN_S, *(r.deadline - now for r in (*self._running, *self._waiting) if r.deadline is not None)])
         result = self._runs.run(requests, max_steps, max(0.0, max_seconds))
+        self._active_bytes = None  # the run took cells
         recorded = time.perf_counter()
         self.stats.decode_s += result.decode_s
         self.stats.sample_s += result.sample_s

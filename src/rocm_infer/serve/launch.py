@@ -51,9 +51,10 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, lo
     runtime.on_loaded, runtime.on_load_failed = loaded, failed
     try:
         sock = config.bind_socket()
-    except SystemExit as exc:  # uvicorn logs the OSError ("address already in use", ...) and exits 3
-        raise InvalidConfigError(f"cannot listen on {host}:{port} (the reason is on the line above); choose another --port, "
-                                 "or --port 0 for any free one") from exc
+    except SystemExit as exc:  # uvicorn logs the OSError and exits 3 inside its handler: the OSError is the context
+        reason = exc.__context__ or "uvicorn's log says why"
+        raise InvalidConfigError(f"cannot listen on {host}:{port} ({reason}); choose another --port, or --port 0 for any "
+                                 "free one") from exc
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     say(f"rocm-infer serve: http://{shown}:{bound_port}/v1 (model: {settings.model or 'the default Gemma 3 270M'}; "
