@@ -45,6 +45,13 @@ def test_openai_defaults_and_extras():
     assert generate_config(CompletionRequest(prompt="x", logprobs=0), 16).logprobs
 
 
+def test_unknown_fields_are_served_with_a_warning_that_names_them(caplog):
+    with caplog.at_level("WARNING", logger="rocm_infer.serve"):
+        config = generate_config(chat(max_token=5, temperature=0.5), default_max_tokens=256)
+    assert config.max_tokens == 256 and config.temperature == 0.5
+    assert "ignored: max_token" in caplog.text
+
+
 def test_seeds_wrap_and_differ_per_choice():
     config = generate_config(chat(seed=-1), 8)
     assert config.seed == 2**32 - 1

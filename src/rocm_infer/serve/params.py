@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from typing import Any
 
 from ..errors import InvalidConfigError
 from ..types import GenerateConfig, Message
 from .errors import bad_request
 from .schemas import ChatCompletionRequest, CompletionRequest, _Sampling
+
+_log = logging.getLogger("rocm_infer.serve")
 
 SEED_SPACE = 2**32
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
@@ -43,6 +46,8 @@ def default_chat_max_tokens(context_len: int, parallel_slots: int) -> int:
 def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max_tokens: int) -> GenerateConfig:
     """The request's sampling options as one validated ``GenerateConfig`` (400 on any bad value)."""
     _refuse_unsupported(body)
+    if body.model_extra:
+        _log.warning("fields present in the request but ignored: %s", ", ".join(sorted(body.model_extra)))
     if isinstance(body, ChatCompletionRequest):
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         logprobs = body.logprobs

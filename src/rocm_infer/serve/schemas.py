@@ -42,7 +42,11 @@ class ChatMessage(_Body):
 
 
 class _Sampling(_Body):
-    """The fields both endpoints share."""
+    """The fields both endpoints share.  Unknown top-level fields are kept (``model_extra``)
+    only so that ``params`` can name them in a warning, as vLLM does: a typo such as
+    ``max_token`` is otherwise a silent fallback to the default."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str | None = None
     n: int = Field(1, ge=1, le=MAX_N)
