@@ -3,7 +3,9 @@ map, Prometheus text, and the answers while the model is loading or failed to lo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import time
 
 import pytest
@@ -15,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 import rocm_infer as ri  # noqa: E402
 from rocm_infer.serve import Runtime, ServeSettings, create_app  # noqa: E402
 from rocm_infer.serve.errors import ApiError, from_library, from_validation  # noqa: E402
-from rocm_infer.serve.launch import is_loopback  # noqa: E402
+from rocm_infer.serve.launch import is_loopback, without_nagle  # noqa: E402
 from rocm_infer.serve.metrics import EngineFigures, ServerMetrics  # noqa: E402
 from rocm_infer.serve.params import (  # noqa: E402
     chat_messages,
@@ -184,3 +186,29 @@ def test_503_while_loading_then_after_a_failed_load(tmp_path):
         assert answer.status_code == 503 and "ModelNotFoundError" in answer.json()["error"]["message"]
         assert started.post("/v1/chat/completions", json={"messages": "nope"}).status_code == 400  # validation first
         assert started.get("/no/such/path").json()["error"]["message"] == "Not Found"
+
+
+def test_connections_accepted_on_the_bound_socket_send_at_once():
+    """What uvicorn's event loop does with serve's pre-bound socket: every connection it
+    accepts has Nagle's algorithm off (with uvicorn's socket as it comes, a reply's body
+    waited for the client's delayed ACK: 44 ms for a GET /health over loopback)."""
+    import uvicorn
+
+    listening = without_nagle(uvicorn.Config(app=None, host="127.0.0.1", port=0).bind_socket())
+
+    async def accept_one() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        async with server:
+            _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+            nodelay = await asyncio.wait_for(accepted, 60)
+            writer.close()
+        return nodelay
+
+    assert asyncio.run(accept_one()) != 0
