@@ -51,7 +51,13 @@ def test_unknown_fields_are_served_with_a_warning_that_names_them(caplog):
     with caplog.at_level("WARNING", logger="rocm_infer.serve"):
         config = generate_config(chat(max_token=5, temperature=0.5), default_max_tokens=256)
     assert config.max_tokens == 256 and config.temperature == 0.5
-    assert "ignored: max_token" in caplog.text
+    assert "ignored: 'max_token'" in caplog.text
+
+
+def test_an_unknown_field_cannot_forge_a_log_line(caplog):
+    with caplog.at_level("WARNING", logger="rocm_infer.serve"):
+        generate_config(chat(**{"x\nCRITICAL rocm_infer: forged": 1}), default_max_tokens=8)
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
 
 
 def test_seeds_wrap_and_differ_per_choice():

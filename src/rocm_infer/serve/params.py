@@ -46,8 +46,8 @@ def default_chat_max_tokens(context_len: int, parallel_slots: int) -> int:
 def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max_tokens: int) -> GenerateConfig:
     """The request's sampling options as one validated ``GenerateConfig`` (400 on any bad value)."""
     _refuse_unsupported(body)
-    if body.model_extra:
-        _log.warning("fields present in the request but ignored: %s", ", ".join(sorted(body.model_extra)))
+    if body.model_extra:  # quoted: a client's key may hold a newline, which would forge a log line
+        _log.warning("fields present in the request but ignored: %s", ", ".join(map(repr, sorted(body.model_extra))))
     if isinstance(body, ChatCompletionRequest):
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         logprobs = body.logprobs
