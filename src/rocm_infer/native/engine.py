@@ -92,7 +92,7 @@ class Engine:
         self._closed = False
         self._close_lock = threading.Lock()
         self.peak_memory_bytes = weights_bytes
-        self._active_bytes: int | None = None  # read once per step: ``_metrics``
+        self._active_bytes: int | None = None  # ``active_memory_bytes``, read again after each decode
         self.stats = EngineStats()
         self._thread = threading.Thread(target=self._loop, name="rocm-infer-engine", daemon=True)
         self._thread.start()

@@ -27,6 +27,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def in_url(host: str) -> str:
+    """A host as it is written before ``:port`` (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 def without_nagle(sock: socket.socket) -> socket.socket:
     """The listening socket, marked so that every connection it accepts sends at once.
 
@@ -69,12 +74,11 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, lo
         sock = config.bind_socket()
     except SystemExit as exc:  # uvicorn logs the OSError and exits 3 inside its handler: the OSError is the context
         reason = exc.__context__ or "uvicorn's log says why"
-        raise InvalidConfigError(f"cannot listen on {host}:{port} ({reason}); choose another --port, or --port 0 for any "
+        raise InvalidConfigError(f"cannot listen on {in_url(host)}:{port} ({reason}); choose another --port, or --port 0 for any "
                                  "free one") from exc
     sock = without_nagle(sock)
     bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    say(f"rocm-infer serve: http://{shown}:{bound_port}/v1 (model: {settings.model or 'the default Gemma 3 270M'}; "
+    say(f"rocm-infer serve: http://{in_url(bound_host)}:{bound_port}/v1 (model: {settings.model or 'the default Gemma 3 270M'}; "
         "/health answers 503 until it is loaded)")
     server.run(sockets=[sock])
     if runtime.load_error is not None:
