@@ -85,11 +85,12 @@ class DecodeRuns:
         args.scratch = self._scratch.ctypes.data
         args.n_threads = rows.threads
         args.interrupt = ctypes.addressof(self.interrupt)
-        self._capacity = 0
+        self._allocate(batch.capacity)
 
-    def _grow(self, n_rows: int) -> None:
-        """Arrays for ``n_rows`` rows, kept between runs with their addresses in the args."""
-        self._capacity = n_rows
+    def _allocate(self, n_rows: int) -> None:
+        """Arrays for the most rows a run can have (the batch's), kept with their addresses
+        in the args: a fresh array and its ``ctypes.data`` each run would cost as much as
+        a row's sampling."""
         self._seq_ids, self._first_tokens, self._first_pos, self._top_k, self._host_tokens, self._device_rows = (
             np.zeros(n_rows, dtype=np.int32) for _ in range(6))
         self._temperature, self._top_p, self._min_p = (np.zeros(n_rows, dtype=np.float32) for _ in range(3))
@@ -109,8 +110,6 @@ class DecodeRuns:
         n = len(requests)
         if not 0 < n <= self._batch.capacity or not 1 <= max_steps <= MAX_RUN_STEPS:
             raise ValueError(f"a run of {max_steps} steps over {n} rows does not fit (batch {self._batch.capacity}, at most {MAX_RUN_STEPS} steps)")
-        if n > self._capacity:
-            self._grow(max(n, 2 * self._capacity))
         host = [r for r, request in enumerate(requests) if request.host_sampler is not None]
         device = [r for r, request in enumerate(requests) if request.host_sampler is None]  # a chain samples them
         samplers = cast(list[HostSampler], [requests[r].host_sampler for r in host])

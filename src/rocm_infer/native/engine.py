@@ -341,8 +341,9 @@ class Engine:
             *head, last = column
             request.n_computed += len(column)
             request.generated.extend(head)
+            put, release = request.sink.put, request.release
             for token in head:
-                request.sink.put(Token(token, request.release(piece(token))[0]))
+                put(Token(token, release(piece(token))[0]))
             self._record_token(request, last, None, now)
 
     def _record(self, plan: StepPlan, outputs: list[tuple[Chunk, int]]) -> None:

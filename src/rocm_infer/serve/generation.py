@@ -55,11 +55,10 @@ class Generation:
                 stream = await open_stream()
                 metrics.generation_started()
                 generation.choices.append(Choice(len(generation.choices), prompt_index, stream))
-        except RocmInferError as exc:
+        except BaseException as exc:  # a typed error answers 4xx/5xx; a client gone cancels
             await generation.close()
-            raise from_library(exc) from exc
-        except BaseException:
-            await generation.close()
+            if isinstance(exc, RocmInferError):
+                raise from_library(exc) from exc
             raise
         return generation
 

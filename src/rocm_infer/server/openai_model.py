@@ -38,7 +38,6 @@ class OpenAIModel(TextModel):
         self._closed = False
         self._base_url = base_url.rstrip("/")
         self._who = f"the server at {self._base_url}"
-        self._has_key = bool(api_key)
         self._client = httpx.Client(
             base_url=self._base_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
@@ -66,7 +65,7 @@ class OpenAIModel(TextModel):
             response = self._client.get("/models", timeout=10.0)
         except httpx.HTTPError as exc:
             raise BackendUnavailableError(f"openai: cannot reach {self._base_url}: {exc}") from exc
-        if response.status_code == 401 and not self._has_key:
+        if response.status_code == 401 and "authorization" not in self._client.headers:
             raise RocmInferError(f"{self._who} asks for an API key: pass api_key= or set ROCM_INFER_OPENAI_API_KEY")
         if response.status_code == 404 and not self._base_url.endswith("/v1"):
             raise ModelNotFoundError(f"{self._who} has no {self._base_url}/models; OpenAI-compatible servers answer under "
