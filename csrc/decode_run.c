@@ -23,6 +23,7 @@
 #define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c11 */
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -61,6 +62,11 @@ typedef struct {
   double decode_seconds;       /* in llama_decode and the logits' read-back */
   double sample_seconds;
 } rocm_infer_run_t;
+
+/* The struct's size as this library was compiled: host_library.py compares it with its
+ * ctypes mirror (RunArgs), so Python sources newer or older than the built library fail
+ * with a message at load instead of writing past the struct. */
+size_t rocm_infer_run_size(void) { return sizeof(rocm_infer_run_t); }
 
 static double seconds_now(void) {
   struct timespec t;

@@ -1,8 +1,11 @@
 """The one native build: what it is, where it lies, and that only it is loaded."""
 
+import ctypes
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 import rocm_infer as ri
 from rocm_infer.build import BIN_DIR, LIB_DIR, build_config
@@ -54,6 +57,17 @@ def test_the_host_library_is_installed_beside_libllama_and_shares_ggml_openmp_ru
     ours, ggml = linked("librocm_infer_host.so"), linked("libggml-cpu.so")
     openmp = {name for name in ggml if name.startswith(("libgomp", "libomp", "libiomp"))}
     assert all(ours.get(name) == ggml[name] for name in openmp), (ours, ggml)
+
+
+def test_the_host_library_is_refused_when_built_from_other_sources():
+    """The C run struct and its ctypes mirror are checked against each other at load: a
+    library without the check, or with another layout, is a typed error naming the fix."""
+    from rocm_infer.native.host_library import check_run_layout, host_library
+
+    check_run_layout(host_library(), "the built library")  # this build's own: no error
+    older = ctypes.CDLL(str(LIB_DIR / "libggml-base.so"))  # a library without the size export
+    with pytest.raises(ri.BackendUnavailableError, match="rebuild it"):
+        check_run_layout(older, "an older build")
 
 
 def test_no_vendored_source_model_or_binary_is_tracked():

@@ -52,6 +52,24 @@ class RunArgs(ctypes.Structure):
 _library: ctypes.CDLL | None = None
 
 
+def check_run_layout(library: ctypes.CDLL, path: object) -> None:
+    """``RunArgs`` must be the struct the library was compiled with: a checkout whose
+    Python and ``csrc/`` moved apart (sources edited or pulled, the library not rebuilt)
+    would otherwise have the C read and write past the struct.  Compared by size, which
+    every added, removed or retyped field so far has changed."""
+    try:
+        size_of = library.rocm_infer_run_size
+    except AttributeError:
+        built = None
+    else:
+        size_of.restype, size_of.argtypes = ctypes.c_size_t, []
+        built = size_of()
+    if built != ctypes.sizeof(RunArgs):
+        raise BackendUnavailableError(f"the engine's native host code {path} was built from other sources than this package's "
+                                      f"Python (its run struct: {built or 'unknown'} bytes, expected {ctypes.sizeof(RunArgs)}); "
+                                      "rebuild it with `pip install -r requirements.txt`")
+
+
 def host_library() -> ctypes.CDLL:
     """The library, its functions typed (ctypes releases the GIL for their calls)."""
     global _library
@@ -67,5 +85,6 @@ def host_library() -> ctypes.CDLL:
         library.rocm_infer_sample_rows.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * 8 + [ctypes.c_int32]
         library.rocm_infer_decode_run.restype = ctypes.c_int32
         library.rocm_infer_decode_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(RunArgs)]
+        check_run_layout(library, path)
         _library = library
     return _library
