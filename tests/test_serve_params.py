@@ -27,6 +27,7 @@ from rocm_infer.serve.params import (  # noqa: E402
     generate_config,
 )
 from rocm_infer.serve.schemas import ChatCompletionRequest, CompletionRequest  # noqa: E402
+from rocm_infer.serve.transport import joined  # noqa: E402
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -218,3 +219,18 @@ def test_connections_accepted_on_the_bound_socket_send_at_once():
         return nodelay
 
     assert asyncio.run(accept_one()) != 0
+
+
+def test_events_ready_back_to_back_go_out_as_one_body_chunk():
+    """A streamed answer writes once per burst of ready events, never holding one back:
+    each chunk ends where the next event was not ready, and the last is flushed at the end."""
+    ready_after = iter([True, False, False, True, True])
+
+    async def events():
+        for event in "abcde":
+            yield event
+
+    async def chunks() -> list[str]:
+        return [chunk async for chunk in joined(events(), lambda: next(ready_after))]
+
+    assert asyncio.run(chunks()) == ["ab", "c", "de"]

@@ -283,6 +283,10 @@ class AsyncTokenStream(_Base):
     async def text(self) -> str:
         return "".join([tok.text async for tok in self])
 
+    def buffered(self) -> int:
+        """Items delivered and not read yet (tokens, and the end): how many reads will not wait."""
+        return self._queue.qsize()
+
     async def aclose(self) -> None:
         """End this request and wait (bounded) until its KV cells are freed.  From another
         task than the one reading the stream, a reader waiting for its next item ends with

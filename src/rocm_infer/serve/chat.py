@@ -27,7 +27,7 @@ async def create_chat_completion(runtime: Runtime, body: ChatCompletionRequest, 
     env = Envelope.new("chatcmpl", runtime.served_name)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStream(_events(runtime, env, generation, include_usage, body.logprobs), generation.close)
+        return EventStream(_events(runtime, env, generation, include_usage, body.logprobs), generation.close, generation.ready)
 
     async def answer() -> dict[str, Any]:
         choices = await collect(generation, runtime.token_text, body.logprobs)

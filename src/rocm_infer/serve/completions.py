@@ -32,7 +32,7 @@ async def create_completion(runtime: Runtime, body: CompletionRequest, request: 
     logprobs = body.logprobs is not None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventStream(_events(runtime, env, generation, echoes, include_usage, logprobs), generation.close)
+        return EventStream(_events(runtime, env, generation, echoes, include_usage, logprobs), generation.close, generation.ready)
 
     async def answer() -> dict[str, Any]:
         choices = await collect(generation, runtime.token_text, logprobs)

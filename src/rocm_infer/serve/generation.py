@@ -42,6 +42,7 @@ class Generation:
         self._metrics = metrics
         self.choices: list[Choice] = []
         self._pumps: list[asyncio.Task[None]] = []
+        self._merged: asyncio.Queue[Event] | None = None  # the choices' events, when there are several
 
     @classmethod
     async def start(cls, metrics: ServerMetrics, openers: list[tuple[int, Callable[[], Awaitable[AsyncTokenStream]]]]) -> Generation:
@@ -68,6 +69,7 @@ class Generation:
                 yield event
             return
         queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._merged = queue
 
         async def pump(choice: Choice) -> None:
             async for event in self._iterate(choice):
@@ -80,6 +82,13 @@ class Generation:
             if event[1] is None:
                 remaining -= 1
             yield event
+
+    def ready(self) -> bool:
+        """Whether ``events`` has its next event without waiting (a token or an end already
+        delivered): a streamed answer joins such events into one write."""
+        if self._merged is not None:
+            return not self._merged.empty()
+        return len(self.choices) == 1 and self.choices[0].stream.buffered() > 0
 
     async def _iterate(self, choice: Choice) -> AsyncIterator[Event]:
         error: BaseException | None = None

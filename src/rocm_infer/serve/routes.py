@@ -22,8 +22,10 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def require_key(request: Request) -> None:
-    """``Authorization: Bearer KEY`` when the server has a key (compared in constant time)."""
+async def require_key(request: Request) -> None:
+    """``Authorization: Bearer KEY`` when the server has a key (compared in constant time).
+    A coroutine, though it never waits: FastAPI runs a plain ``def`` dependency on its
+    thread pool, a hop to another thread and back before every /v1 request."""
     key = runtime_of(request).settings.api_key
     if not key:
         return

@@ -13,7 +13,7 @@ Non-streamed answers: Starlette does not watch the client while a handler runs, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -31,10 +31,16 @@ class ClientGone(Exception):
 class EventStream(StreamingResponse):
     """``text/event-stream`` that closes its generation when the response ends, however it
     ends: an async generator closed before it started never runs its own ``finally``
-    (a client gone before the first event), so the response, not the generator, owns it."""
+    (a client gone before the first event), so the response, not the generator, owns it.
 
-    def __init__(self, events: AsyncIterator[str], close: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(events, media_type="text/event-stream",
+    Events made back to back (``ready``: the next one is there without waiting, as when a
+    native decode run hands over several tokens of each request at once) go out in one
+    body chunk: each chunk is a socket write, and under 16 clients of the fast-step
+    stand-in the event loop spent 17% of its time in those writes, one per token."""
+
+    def __init__(self, events: AsyncIterator[str], close: Callable[[], Awaitable[None]], ready: Callable[[], bool]) -> None:
+        self._chunks = joined(events, ready)
+        super().__init__(self._chunks, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._events = events
         self._close = close
@@ -43,8 +49,21 @@ class EventStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            await self._chunks.aclose()
             await self._events.aclose()  # type: ignore[attr-defined]
             await self._close()
+
+
+async def joined(events: AsyncIterator[str], ready: Callable[[], bool]) -> AsyncGenerator[str, None]:
+    """``events``, those that follow each other without a wait joined into one string."""
+    pending: list[str] = []
+    async for event in events:
+        pending.append(event)
+        if not ready():
+            yield "".join(pending)
+            pending.clear()
+    if pending:
+        yield "".join(pending)
 
 
 async def _disconnected(request: Request) -> None:
