@@ -17,7 +17,16 @@
 # benchmarks/out/gpu).  Gemma 3 270M is not run there: its 250 MB PyPI package does not fit
 # the 64 MiB a call can carry, and the machine cannot reach PyPI.
 #
-# The environment narrows a run to what the device time allows: GPU_BENCH_ONLY (tiny,llama8b),
+# GPU_BENCH_ONLY=serve runs what issues 17 and 18 measure, on the 8B shape and the same
+# build (another call: the first one's ~8 minutes leave no room; a warm machine keeps the
+# build): `benchmarks/serve_load.py` (rocm-infer serve against llama-server and the
+# in-process library, 1/16/64 streaming clients, greedy and sampled) and
+# `python -m rocm_infer.bench.prefix` (a shared 1,500-token prefix, a 4-turn chat, few-shot
+# classify, one system prompt for 16 requests; in-process with and without the cache,
+# llama-server with its cache).  Its FastAPI stack travels as wheels in .gpu/wheels too
+# (pydantic-core built for the machine's Python 3.12).
+#
+# The environment narrows a run to what the device time allows: GPU_BENCH_ONLY (tiny,llama8b; or serve),
 # GPU_BENCH_STREAMS (1,4,16,64), GPU_BENCH_CONTENDERS (the tiny run's, default all five),
 # GPU_BENCH_8B_CONTENDERS (default in_process,in_process_host,server,server_backend_sampling),
 # GPU_BENCH_SKIP_8B_AFTER_S (420: no 8B run once this many seconds have gone).
@@ -42,6 +51,12 @@ prepare() {
     --config-settings=cmake.define.LLAMA_BUILD=OFF --config-settings=cmake.define.LLAVA_BUILD=OFF llama-cpp-python==0.3.36
   # llama_cpp imports diskcache at import time; the GPU machine has the rest (numpy, httpx, jinja2, rich)
   pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: gguf==0.19.0 httpx-sse==0.4.3 diskcache==5.6.3
+  # rocm-infer serve, for GPU_BENCH_ONLY=serve: pure-Python wheels, and pydantic-core for Python 3.12 there
+  pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 \
+    pydantic==2.13.4 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 annotated-doc==0.0.7 \
+    opentelemetry-api==1.45.2 click==8.4.0 h11==0.16.0 anyio==4.16.0 idna==3.20
+  pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 pydantic-core==2.46.4
   du -sh "$PACK"
 }
 
@@ -64,6 +79,15 @@ run() {
   stamp "built"
   local vocab=vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf models=/tmp/rocm-infer-models
   mkdir -p "$models"
+  if [[ ",$only," == *,serve,* ]]; then
+    [ -f "$models/llama8b.gguf" ] || $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
+    $py benchmarks/serve_load.py --model "$models/llama8b.gguf" --clients 1,16,64 --max-tokens 64 \
+      --out "$out/serve_load.json" > "$out/serve_load.md" 2> "$out/serve_load.log" || { tail -20 "$out/serve_load.log"; failed=1; }
+    stamp "serve_load done"
+    $py -m rocm_infer.bench.prefix --model "$models/llama8b.gguf" --out "$out/prefix.json" > "$out/prefix.md" \
+      2> "$out/prefix.log" || { tail -20 "$out/prefix.log"; failed=1; }
+    stamp "prefix workloads done"
+  fi
   if [[ ",$only," == *,tiny,* ]]; then
     $py scripts/make_random_model.py --preset tiny --vocab-from "$vocab" --out "$models/tiny.gguf"
     $py -m rocm_infer.bench.sampling --model "$models/tiny.gguf" --streams "$streams" \
