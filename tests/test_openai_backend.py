@@ -171,11 +171,11 @@ def test_json_schema_output_validates(remote):
 
 
 def test_load_errors_are_typed_and_the_key_is_never_shown(serve_url):
-    with pytest.raises(ri.RocmInferError, match="API key") as refused:
+    with pytest.raises(ri.InvalidConfigError, match="API key") as refused:
         ri.load_model(None, backend="openai", base_url=serve_url, api_key="wrong-key-value")
     assert "wrong-key-value" not in str(refused.value)
     assert "wrong-key-value" not in repr(ri.LoadConfig(api_key="wrong-key-value"))
-    with pytest.raises(ri.RocmInferError, match="asks for an API key: pass api_key="):
+    with pytest.raises(ri.InvalidConfigError, match="asks for an API key: pass api_key="):
         ri.load_model(None, backend="openai", base_url=serve_url)
     with pytest.raises(ri.ModelNotFoundError):
         ri.load_model("no-such-model", backend="openai", base_url=serve_url, api_key=SERVE_KEY)

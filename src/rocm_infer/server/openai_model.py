@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import BackendUnavailableError, InvalidConfigError, ModelClosedError, ModelNotFoundError, RocmInferError, ServerCrashedError
+from ..errors import BackendUnavailableError, InvalidConfigError, ModelClosedError, ModelNotFoundError, ServerCrashedError
 from ..interface import TextModel
 from ..stream import Finished, Sink
 from ..types import ClassifyResult, GenerateConfig, LoadConfig, Message, ModelInfo, Token
@@ -66,7 +66,7 @@ class OpenAIModel(TextModel):
         except httpx.HTTPError as exc:
             raise BackendUnavailableError(f"openai: cannot reach {self._base_url}: {exc}") from exc
         if response.status_code == 401 and "authorization" not in self._client.headers:
-            raise RocmInferError(f"{self._who} asks for an API key: pass api_key= or set ROCM_INFER_OPENAI_API_KEY")
+            raise InvalidConfigError(f"{self._who} asks for an API key: pass api_key= or set ROCM_INFER_OPENAI_API_KEY")
         if response.status_code == 404 and not self._base_url.endswith("/v1"):
             raise ModelNotFoundError(f"{self._who} has no {self._base_url}/models; OpenAI-compatible servers answer under "
                                      f"/v1: try base_url={self._base_url}/v1")
