@@ -51,7 +51,8 @@ def measure(contender: str, path: Path, prompts: list[list[int]], streams: list[
     backend, extra = CONTENDERS[contender]
     options = dict(common, **extra)
     context = max(streams) * (len(prompts[0]) + gen_tokens + 8)
-    figures: dict[str, Any] = {"aggregate_tokens_per_s": {}, "python_share_of_step": {}, "phase_ms_per_step": {}, "run_step_share": {}}
+    figures: dict[str, Any] = {"aggregate_tokens_per_s": {}, "host_share_of_step": {}, "sampling_share_of_step": {}, "phase_ms_per_step": {},
+                               "run_step_share": {}}
     with load_model(path, backend=backend, parallel_slots=max(streams), context_len=max(context, 1024), **options) as model:
         model.generate(prompts[0], max_tokens=4).text()
         for name, sampling in SAMPLINGS.items():
@@ -62,7 +63,8 @@ def measure(contender: str, path: Path, prompts: list[list[int]], streams: list[
                 if before is not None and n == max(streams):
                     after = model.engine_stats()
                     step, decode = after.step_s - before.step_s, after.decode_s - before.decode_s
-                    figures["python_share_of_step"][name] = (step - decode) / step
+                    figures["host_share_of_step"][name] = (step - decode) / step
+                    figures["sampling_share_of_step"][name] = (after.sample_s - before.sample_s) / step
                     figures["run_step_share"][name] = (after.run_steps - before.run_steps) / max(1, after.steps - before.steps)
                     figures["phase_ms_per_step"][name] = {
                         phase: 1000 * (getattr(after, f"{phase}_s") - getattr(before, f"{phase}_s")) / max(1, after.steps - before.steps)
@@ -103,23 +105,26 @@ def run(model: str | None, streams: list[int], gen_tokens: int, prompt_tokens: i
 
 def markdown(result: dict[str, Any]) -> str:
     """One row per contender and sampling setting; each cell tok/s and the ratio to
-    llama-batched-bench (greedy) at that stream count; the last two columns are at the
-    most streams (in-process only): the host's share of a step and the share of steps
-    taken inside native runs."""
+    llama-batched-bench (greedy) at that stream count; the last three columns are at the
+    most streams (in-process only): the host's share of a step (all but ``llama_decode``),
+    the part of it that chose tokens (native code inside runs; on the CPU build the argmax
+    or top-p over every row's logits), and the share of steps taken inside native runs.
+    The host share less the sampling is the engine's own loop (planning, batch fill,
+    handing out tokens), mostly Python."""
     streams, batched = result["streams"], result["llama_batched_bench_tg"]
-    head = "| contender | sampling | " + " | ".join(f"{n} streams" for n in streams) + " | Python share | native steps |"
+    head = "| contender | sampling | " + " | ".join(f"{n} streams" for n in streams) + " | host share | of it sampling | native steps |"
     lines = [
         f"{Path(result['model']).name}, {result['build']} build, commit {result['commit']}, {result['machine']}, "
         f"{result['gen_tokens']} tokens per stream, prefix cache off, llama-bench tg {result['llama_bench_tg']:.0f} tok/s",
         "",
         head,
-        "|" + "---|" * (len(streams) + 4),
-        "| llama-batched-bench | greedy | " + " | ".join(f"{batched[n]:.0f}" for n in streams) + " | – | – |",
+        "|" + "---|" * (len(streams) + 5),
+        "| llama-batched-bench | greedy | " + " | ".join(f"{batched[n]:.0f}" for n in streams) + " | – | – | – |",
     ]
     for name, figures in result["contenders"].items():
         for sampling, rates in figures["aggregate_tokens_per_s"].items():
             cells = " | ".join(f"{rates[n]:.0f} ({rates[n] / batched[n]:.2f}x)" for n in streams)
-            shares = [figures.get(key, {}).get(sampling) for key in ("python_share_of_step", "run_step_share")]
+            shares = [figures.get(key, {}).get(sampling) for key in ("host_share_of_step", "sampling_share_of_step", "run_step_share")]
             lines.append(f"| {name} | {sampling} | {cells} | " + " | ".join(f"{v * 100:.1f}%" if v is not None else "–" for v in shares) + " |")
     for name, figures in result["contenders"].items():
         if "single_stream_greedy_tokens_per_s" in figures:
