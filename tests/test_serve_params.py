@@ -234,3 +234,40 @@ def test_events_ready_back_to_back_go_out_as_one_body_chunk():
         return [chunk async for chunk in joined(events(), lambda: next(ready_after))]
 
     assert asyncio.run(chunks()) == ["ab", "c", "de"]
+
+
+def test_a_token_before_one_whose_text_is_held_back_goes_out_without_waiting_for_the_next():
+    """A streamed answer writes what is ready: a token followed by one whose text is held
+    back (an unfinished character) is sent before the engine makes the next token, and
+    an event with nothing to send is never a write of its own.  The real stream and
+    generation, fed as the engine feeds them."""
+    from rocm_infer.serve.chat import _events
+    from rocm_infer.serve.generation import Generation
+    from rocm_infer.serve.responses import Envelope
+    from rocm_infer.stream import AsyncSink, AsyncTokenStream, Finished
+
+    async def scenario() -> tuple[bool, str, list[str]]:
+        sink = AsyncSink(asyncio.get_running_loop())
+        stream = AsyncTokenStream(sink, lambda: None, None, lambda finished: None)
+
+        async def opener() -> AsyncTokenStream:
+            return stream
+
+        generation = await Generation.start(ServerMetrics(), [(0, opener)])
+        chunks = joined(_events(None, Envelope.new("chatcmpl", "m"), generation, False, False), generation.ready)  # type: ignore[arg-type]
+        await anext(chunks)  # the role
+        sink.put(ri.Token(1, "a"))
+        sink.put(ri.Token(2, ""))
+        sent = asyncio.ensure_future(anext(chunks))
+        for _ in range(20):  # the hand-over and the reads take a few loop turns, no step
+            await asyncio.sleep(0)
+        done = sent.done()
+        sink.put(ri.Token(3, "b"))
+        sink.put(Finished("stop", ri.GenerateMetrics()))
+        first = await sent
+        rest = [chunk async for chunk in chunks]
+        return done, first, rest
+
+    done, first, rest = asyncio.run(scenario())
+    assert done and '"content": "a"' in first and '"content": "b"' not in first
+    assert rest and all(rest) and '"content": "b"' in rest[0] and rest[-1].endswith("data: [DONE]\n\n")

@@ -52,6 +52,8 @@ async def _events(runtime: Runtime, env: Envelope, generation: Generation, inclu
                 if token.text or logprobs:
                     entries = [(runtime.token_text(token), token.logprob)] if logprobs else None
                     yield sse(chat_chunk(env, index, {"content": token.text}, logprobs=entries, with_usage=include_usage))  # type: ignore[arg-type]
+                else:
+                    yield ""  # text held back: nothing to send, but ``joined`` must not wait past it
                 continue
             if error is not None:
                 yield sse(to_api_error(error).body())

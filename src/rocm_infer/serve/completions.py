@@ -73,6 +73,8 @@ async def _events(runtime: Runtime, env: Envelope, generation: Generation, echoe
                         entries = completion_logprobs([(piece, token.logprob)], offsets[index])  # type: ignore[list-item]
                         offsets[index] += len(piece)
                     yield sse(completion_chunk(env, index, token.text, logprobs=entries, with_usage=include_usage))
+                else:
+                    yield ""  # text held back: nothing to send, but ``joined`` must not wait past it
                 continue
             if error is not None:
                 yield sse(to_api_error(error).body())

@@ -55,15 +55,20 @@ class EventStream(StreamingResponse):
 
 
 async def joined(events: AsyncIterator[str], ready: Callable[[], bool]) -> AsyncGenerator[str, None]:
-    """``events``, those that follow each other without a wait joined into one string."""
+    """``events``, those that follow each other without a wait joined into one string.
+
+    ``ready`` speaks of the generation's next event, so ``events`` yields one item for each
+    of them, an empty one where there is nothing to send (a token whose text is held back):
+    skipping it would have the event before it wait, unsent, for the next token's step."""
     pending: list[str] = []
     async for event in events:
         pending.append(event)
         if not ready():
-            yield "".join(pending)
+            if chunk := "".join(pending):
+                yield chunk
             pending.clear()
-    if pending:
-        yield "".join(pending)
+    if chunk := "".join(pending):
+        yield chunk
 
 
 async def _disconnected(request: Request) -> None:
