@@ -23,8 +23,8 @@
 # in-process library, 1/16/64 streaming clients, greedy and sampled) and
 # `python -m rocm_infer.bench.prefix` (a shared 1,500-token prefix, a 4-turn chat, few-shot
 # classify, one system prompt for 16 requests; in-process with and without the cache,
-# llama-server with its cache).  Its FastAPI stack travels as wheels in .gpu/wheels too
-# (pydantic-core built for the machine's Python 3.12).
+# llama-server with its cache).  Its FastAPI stack travels as wheels in .gpu/wheels-serve
+# (pydantic-core built for the machine's Python 3.12), installed only for this part.
 #
 # The environment narrows a run to what the device time allows: GPU_BENCH_ONLY (tiny,llama8b; or serve),
 # GPU_BENCH_STREAMS (1,4,16,64), GPU_BENCH_CONTENDERS (the tiny run's, default all five),
@@ -51,11 +51,13 @@ prepare() {
     --config-settings=cmake.define.LLAMA_BUILD=OFF --config-settings=cmake.define.LLAVA_BUILD=OFF llama-cpp-python==0.3.36
   # llama_cpp imports diskcache at import time; the GPU machine has the rest (numpy, httpx, jinja2, rich)
   pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: gguf==0.19.0 httpx-sse==0.4.3 diskcache==5.6.3
-  # rocm-infer serve, for GPU_BENCH_ONLY=serve: pure-Python wheels, and pydantic-core for Python 3.12 there
-  pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 \
+  # rocm-infer serve, for GPU_BENCH_ONLY=serve only (apart: pydantic-core is built for the Python 3.12 there, and
+  # another Python must not stop the other runs): pure-Python wheels and that one
+  mkdir -p "$PACK/wheels-serve"
+  pip download --quiet --no-deps -d "$PACK/wheels-serve" --only-binary=:all: fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 \
     pydantic==2.13.4 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 annotated-doc==0.0.7 \
     opentelemetry-api==1.45.2 click==8.4.0 h11==0.16.0 anyio==4.16.0 idna==3.20
-  pip download --quiet --no-deps -d "$PACK/wheels" --only-binary=:all: --python-version 3.12 --implementation cp \
+  pip download --quiet --no-deps -d "$PACK/wheels-serve" --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 pydantic-core==2.46.4
   du -sh "$PACK"
 }
@@ -69,6 +71,10 @@ run() {
   local only="${GPU_BENCH_ONLY:-tiny,llama8b}" streams="${GPU_BENCH_STREAMS:-1,4,16,64}"
   local contenders="${GPU_BENCH_CONTENDERS:-in_process,in_process_host,in_process_stepwise,server,server_backend_sampling}"
   $py -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/wheels/*.whl
+  if [[ ",$only," == *,serve,* ]]; then
+    [ -d "$PACK/wheels-serve" ] || { echo "gpu_bench: .gpu/wheels-serve is missing: run --prepare again here" >&2; exit 1; }
+    $py -m pip install -q --no-index --no-deps --no-compile --target "$site" "$PACK"/wheels-serve/*.whl
+  fi
   export PYTHONPATH="$site:$ROOT/src" PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
   cmake -S . -B build/cuda -G Ninja -DROCM_INFER_GPU=cuda -DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_BUILD_TYPE=Release \
@@ -81,8 +87,9 @@ run() {
   mkdir -p "$models"
   if [[ ",$only," == *,serve,* ]]; then
     [ -f "$models/llama8b.gguf" ] || $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
+    # its rows go to stderr (the log), the ratios to stdout
     $py benchmarks/serve_load.py --model "$models/llama8b.gguf" --clients 1,16,64 --max-tokens 64 \
-      --out "$out/serve_load.json" > "$out/serve_load.md" 2> "$out/serve_load.log" || { tail -20 "$out/serve_load.log"; failed=1; }
+      --out "$out/serve_load.json" > "$out/serve_load_ratios.txt" 2> "$out/serve_load.log" || { tail -20 "$out/serve_load.log"; failed=1; }
     stamp "serve_load done"
     $py -m rocm_infer.bench.prefix --model "$models/llama8b.gguf" --out "$out/prefix.json" > "$out/prefix.md" \
       2> "$out/prefix.log" || { tail -20 "$out/prefix.log"; failed=1; }
@@ -99,7 +106,7 @@ run() {
     echo "gpu_bench: no time left in this call for the 8B shape; run the script again (the build is kept)"
     return "$failed"
   fi
-  $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
+  [ -f "$models/llama8b.gguf" ] || $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
   $py -m rocm_infer.bench.sampling --model "$models/llama8b.gguf" --streams "$streams" \
     --contenders "${GPU_BENCH_8B_CONTENDERS:-in_process,in_process_host,server,server_backend_sampling}" --out "$out/llama8b.json" 2> "$out/llama8b.log" || { tail -20 "$out/llama8b.log"; failed=1; }
   stamp "Llama-3.1-8B shape done"

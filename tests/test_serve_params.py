@@ -271,3 +271,4 @@ def test_a_token_before_one_whose_text_is_held_back_goes_out_without_waiting_for
     done, first, rest = asyncio.run(scenario())
     assert done and '"content": "a"' in first and '"content": "b"' not in first
     assert rest and all(rest) and '"content": "b"' in rest[0] and rest[-1].endswith("data: [DONE]\n\n")
+    assert len(rest) == 1  # once the choice has ended, its last token, finish and [DONE] are one write

@@ -85,7 +85,11 @@ class Generation:
 
     def ready(self) -> bool:
         """Whether ``events`` has its next event without waiting (a token or an end already
-        delivered): a streamed answer joins such events into one write."""
+        delivered), or nothing more to wait for (every choice has ended: what follows is
+        the answer's tail, its finish, usage and ``[DONE]``): a streamed answer joins such
+        events into one write."""
+        if all(choice.stream.finished is not None for choice in self.choices):
+            return True
         if self._merged is not None:
             return not self._merged.empty()
         return len(self.choices) == 1 and self.choices[0].stream.buffered() > 0
