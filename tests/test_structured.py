@@ -68,6 +68,20 @@ def test_a_bad_constraint_is_refused_before_any_work(options):
     assert any(name in str(caught.value) for name in ("json_schema", "grammar", "regex"))
 
 
+def _nested(depth: int) -> dict:
+    schema: dict = {"type": "integer"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize("schema", [_nested(5000), "[" * 100_000 + "]" * 100_000], ids=["a dict", "JSON text"])
+def test_a_schema_nested_past_the_recursion_limit_is_refused(schema):
+    """``json`` raises RecursionError there, which is no RocmInferError."""
+    with pytest.raises(ri.InvalidConfigError, match="json_schema"):
+        ri.GenerateConfig(json_schema=schema)
+
+
 def test_a_schema_is_kept_as_compact_json_text_in_its_order():
     config = ri.GenerateConfig(json_schema={"type": "object", "properties": {"b": {}, "a": {}}})
     assert config.json_schema == '{"type":"object","properties":{"b":{},"a":{}}}'

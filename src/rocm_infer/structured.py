@@ -31,17 +31,21 @@ _JSON_OPTIONS = {"whitespace_flexible": False}
 
 def normalise_json_schema(schema: Any) -> str:
     """A schema given as a dict or as JSON text, as compact JSON text (property order kept:
-    it is the order the fields are generated in)."""
+    it is the order the fields are generated in).  Nesting deeper than Python's recursion
+    limit (thousands of levels; llguidance refuses far less) is a ``RecursionError`` in
+    ``json``: refused here like any other bad schema."""
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
         except json.JSONDecodeError as exc:
             raise InvalidConfigError(f"json_schema is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise InvalidConfigError("json_schema is nested too deeply to read") from exc
     if not isinstance(schema, dict):
         raise InvalidConfigError(f"json_schema must be a JSON object (a dict or its JSON text), not {type(schema).__name__}")
     try:
         return json.dumps(schema, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidConfigError(f"json_schema cannot be written as JSON: {exc}") from exc
 
 
