@@ -251,6 +251,25 @@ def test_bad_prompts_are_typed_errors(name, loaded):
     serves(loaded)
 
 
+TOKENIZE = {"None": None, "bytes": b"hello", "a number": 5, "a lone surrogate": "Hi \ud800"}
+DETOKENIZE = {"None": None, "a string": "hello", "a number": 5, "a string as an id": ["a"], "a float as an id": [1.5],
+              "a bool as an id": [True], "a negative id": [-1], "an id past the vocabulary": [2, 10_000_000]}
+
+
+def test_tokenize_and_detokenize_refuse_what_is_not_text_or_token_ids(model):
+    """The in-process model's own extras: each bad input is an InvalidConfigError (it was an
+    AttributeError, UnicodeEncodeError or TypeError, or for an id out of range, silently '')."""
+    for text in TOKENIZE.values():
+        with pytest.raises(ri.InvalidConfigError, match="tokenize takes a string|surrogate"):
+            model.tokenize(text)
+    for tokens in DETOKENIZE.values():
+        with pytest.raises(ri.InvalidConfigError, match="detokenize takes|token ids must be integers"):
+            model.detokenize(tokens)
+    ids = model.tokenize(PROMPT)
+    assert model.detokenize(np.array(ids)) == model.detokenize(ids)
+    serves(model)
+
+
 def test_agenerate_outside_a_coroutine_is_a_typed_error(loaded):
     with pytest.raises(ri.InvalidConfigError, match="coroutine"):
         loaded.agenerate(PROMPT, max_tokens=2)

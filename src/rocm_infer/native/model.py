@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..build import build_config
@@ -127,11 +128,23 @@ class NativeModel(TextModel):
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         self._check_open()  # the vocabulary is freed with the weights: reading it then would crash
+        if not isinstance(text, str):
+            raise InvalidConfigError(f"tokenize takes a string, not {type(text).__name__}")
+        self._check_prompt(text)  # a lone surrogate has no UTF-8 form
         return self._vocab.tokenize(text, add_special=add_special)
 
-    def detokenize(self, tokens: list[int]) -> str:
+    def detokenize(self, tokens: Iterable[int]) -> str:
+        """The ids are checked as a prompt's are: the vocabulary's own lookup reads an id
+        past its end as nothing, which would hide a caller's mistake.  Any integer type is
+        taken (numpy's too, as ``tokenize``'s output often passes through an array)."""
         self._check_open()
-        return self._vocab.detokenize(tokens)
+        if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Iterable):
+            raise InvalidConfigError(f"detokenize takes a list of token ids, not {type(tokens).__name__}")
+        ids = list(tokens)
+        for token in ids:
+            if not isinstance(token, numbers.Integral) or isinstance(token, bool) or not 0 <= token < self._vocab.n_tokens:
+                raise InvalidConfigError(f"token ids must be integers in [0, {self._vocab.n_tokens}) (the vocabulary), got {token!r}")
+        return self._vocab.detokenize(ids)
 
     def _check_open(self) -> None:
         if self._closed:
