@@ -132,6 +132,33 @@ def test_completion_prompts():
         completion_prompts(CompletionRequest(prompt=[]))
 
 
+def test_a_prompt_list_is_bounded_in_choices_before_any_work():
+    assert len(completion_prompts(CompletionRequest(prompt=["a"] * 16, n=128))) == 16
+    with pytest.raises(ApiError, match="2560 choices") as caught:
+        completion_prompts(CompletionRequest(prompt=["a"] * 20, n=128))
+    assert caught.value.param == "prompt"
+    with pytest.raises(ApiError, match="choices"):
+        completion_prompts(CompletionRequest(prompt=[[2]] * 100_000))
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "n", "seed", "temperature", "top_p", "top_k", "logprobs"])
+def test_a_bool_where_a_number_is_due_is_refused(field):
+    """pydantic's lax mode read ``"max_tokens": true`` as 1; the library refuses a bool too."""
+    with pytest.raises(ValueError, match="not true or false"):
+        CompletionRequest(prompt="x", **{field: True})
+
+
+@pytest.mark.parametrize("prompt", [[2, True], [2, 1.0], [[2, False]]])
+def test_token_ids_are_integers_as_the_library_takes_them(prompt):
+    with pytest.raises(ValueError):
+        CompletionRequest(prompt=prompt)
+
+
+def test_a_text_part_without_its_text_says_so():
+    with pytest.raises(ApiError, match="text part needs its 'text'"):
+        chat_messages(ChatCompletionRequest(messages=[{"role": "user", "content": [{"type": "text"}]}]))
+
+
 def test_default_chat_max_tokens_is_one_slots_share():
     assert default_chat_max_tokens(4096, 16) == 256
     assert default_chat_max_tokens(64, 16) == 16
@@ -193,6 +220,31 @@ def test_503_while_loading_then_after_a_failed_load(tmp_path):
         assert answer.status_code == 503 and "ModelNotFoundError" in answer.json()["error"]["message"]
         assert started.post("/v1/chat/completions", json={"messages": "nope"}).status_code == 400  # validation first
         assert started.get("/no/such/path").json()["error"]["message"] == "Not Found"
+
+
+@pytest.mark.parametrize("content, content_type, says", [
+    ('{"prompt": "a"}', "application/x-www-form-urlencoded", "Content-Type: application/json"),  # what curl -d sends
+    ('{"prompt": "a"}', "text/plain", "Content-Type: application/json"),
+    ("[1, 2]", "application/json", "must be a JSON object, not an array"),
+    ("42", "application/json", "must be a JSON object, not a number"),
+    ("", "application/json", "has no body"),
+])
+def test_a_body_that_is_not_a_json_object_says_what_to_send(content, content_type, says):
+    """Validation answers before the model is asked for, so a model that failed to load will do."""
+    with TestClient(create_app(Runtime(ServeSettings(model="/nonexistent.gguf")))) as client:
+        answer = client.post("/v1/completions", content=content, headers={"Content-Type": content_type})
+    error = answer.json()["error"]
+    assert answer.status_code == 400 and says in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_a_field_of_several_forms_is_named_as_the_field():
+    """pydantic reports each form of a union under the form's name (``prompt.list[int].1``)."""
+    with TestClient(create_app(Runtime(ServeSettings(model="/nonexistent.gguf")))) as client:
+        prompt = client.post("/v1/completions", json={"prompt": ["a", [2, 3]]}).json()["error"]
+        content = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": 5}]}).json()["error"]
+        wrong_method = client.get("/v1/completions")
+    assert (prompt["param"], content["param"]) == ("prompt", "messages.0.content")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_connections_accepted_on_the_bound_socket_send_at_once():

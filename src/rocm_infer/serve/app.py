@@ -57,7 +57,7 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    error = from_validation(list(exc.errors()))
+    error = from_validation(list(exc.errors()), request.headers.get("content-type"))
     return JSONResponse(error.body(), status_code=error.status)
 
 

@@ -33,7 +33,8 @@ class ApiError(Exception):
 
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
+    kind = _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")  # 405, 413...: the caller's
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
@@ -63,21 +64,45 @@ def from_library(exc: errors.RocmInferError) -> ApiError:
     return ApiError(500, f"{type(exc).__name__}: {exc}")
 
 
-def from_validation(problems: list[dict[str, Any]]) -> ApiError:
+def from_validation(problems: list[dict[str, Any]], content_type: str | None = None) -> ApiError:
     """FastAPI's request validation errors as one 400 (OpenAI and vLLM answer 400, not 422),
-    naming the first offending field as ``param``."""
+    naming the first offending field as ``param``: where that field takes one of several
+    forms (``prompt``, a message's ``content``), pydantic reports each form's failure under
+    the form's name (``prompt.list[int].0``), so ``param`` is what those locations share."""
     first = problems[0] if problems else {}
     if first.get("type") == "json_invalid":  # its "location" is a character offset, not a field
         reason = first.get("ctx", {}).get("error", "")
         offset = first.get("loc", ("body", "?"))[-1]
         return ApiError(400, f"the request body is not valid JSON: {reason or 'decode error'} (at character {offset})")
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
+    if tuple(first.get("loc", ())) == ("body",):
+        return ApiError(400, _body_not_an_object(first, content_type))
+    field = tuple(first.get("loc", ()))[:2]
+    shared = []
+    for parts in zip(*(tuple(p.get("loc", ())) for p in problems if tuple(p.get("loc", ()))[:2] == field)):
+        if any(part != parts[0] for part in parts):
+            break
+        shared.append(parts[0])
+    param = ".".join(str(part) for part in shared if part != "body") or None
     messages = []
     for problem in problems:
         where = ".".join(str(p) for p in problem.get("loc", ()) if p != "body")
         messages.append(f"{where}: {problem.get('msg', 'invalid')}" if where else str(problem.get("msg", "invalid")))
     return ApiError(400, "; ".join(messages) or "invalid request", param=param)
+
+
+_JSON_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false", type(None): "null"}
+
+
+def _body_not_an_object(problem: dict[str, Any], content_type: str | None) -> str:
+    """The body as a whole is wrong.  FastAPI reads it as JSON only when ``Content-Type`` says
+    JSON (or is absent): ``curl -d`` sends a form's type, and pydantic then says only "Input
+    should be a valid dictionary", which names neither the header nor the fix."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media and media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        return f"the request body must be JSON sent with 'Content-Type: application/json', not {content_type!r}"
+    if problem.get("type") == "missing":
+        return "the request has no body: send a JSON object"
+    return f"the request body must be a JSON object, not {_JSON_NAMES.get(type(problem.get('input')), 'that')}"
 
 
 def to_api_error(exc: BaseException) -> ApiError:

@@ -30,12 +30,17 @@ from typing import Any
 from ..errors import InvalidConfigError
 from ..types import GenerateConfig, Message
 from .errors import bad_request
-from .schemas import ChatCompletionRequest, CompletionRequest, _Sampling
+from .schemas import MAX_N, ChatCompletionRequest, CompletionRequest, _Sampling
 
 _log = logging.getLogger("rocm_infer.serve")
 
 SEED_SPACE = 2**32
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+# Choices of one completions request (prompts times n).  n alone stops at 128, but a prompt
+# list had no bound: 20 prompts with n=128 queued 2,560 engine requests from one small body,
+# and a list of a million short prompts would queue a million.  The engine runs a few dozen
+# at once anyway; 16 prompts of n=128 still fit.
+MAX_CHOICES = 16 * MAX_N
 
 
 def default_chat_max_tokens(context_len: int, parallel_slots: int) -> int:
@@ -105,8 +110,10 @@ def chat_messages(body: ChatCompletionRequest) -> list[Message]:
         if isinstance(content, list):
             texts = []
             for part in content:
-                if part.type != "text" or part.text is None:
+                if part.type != "text":
                     raise bad_request(f"message {i}: content parts of type {part.type!r} are not supported; only text", param=f"messages.{i}.content")
+                if part.text is None:
+                    raise bad_request(f"message {i}: a text part needs its 'text'", param=f"messages.{i}.content")
                 texts.append(part.text)
             content = "\n".join(texts)
         role = "system" if message.role == "developer" else message.role
@@ -118,7 +125,8 @@ def chat_messages(body: ChatCompletionRequest) -> list[Message]:
 
 
 def completion_prompts(body: CompletionRequest) -> list[str | list[int]]:
-    """``prompt`` as a list of prompts: one text, several texts, one token list or several."""
+    """``prompt`` as a list of prompts: one text, several texts, one token list or several.
+    At most ``MAX_CHOICES`` choices (prompts times ``n``) in all, refused before any work."""
     prompt = body.prompt
     if isinstance(prompt, str):
         return [prompt]
@@ -126,6 +134,9 @@ def completion_prompts(body: CompletionRequest) -> list[str | list[int]]:
         raise bad_request("prompt must not be empty", param="prompt")
     if all(isinstance(p, int) for p in prompt):
         return [list(prompt)]  # type: ignore[arg-type]
+    if len(prompt) * body.n > MAX_CHOICES:
+        raise bad_request(f"{len(prompt)} prompts with n={body.n} make {len(prompt) * body.n} choices; one request may have "
+                          f"at most {MAX_CHOICES}: send the prompts in several requests", param="prompt")
     prompts: list[str | list[int]] = [p if isinstance(p, str) else list(p) for p in prompt]  # type: ignore[union-attr]
     if any(not isinstance(p, str) and not p for p in prompts):
         raise bad_request("a token-id prompt must not be empty", param="prompt")

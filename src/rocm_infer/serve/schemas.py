@@ -15,11 +15,23 @@ hot); the tests parse them with the official ``openai`` client's own types.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 MAX_N = 128  # OpenAI's own limit on n
+
+
+def _not_a_bool(value: Any) -> Any:
+    """pydantic reads ``true`` as 1 where a number is due (lax mode), so ``"max_tokens": true``
+    asked for one token; OpenAI's API and the library (``GenerateConfig``) refuse a bool."""
+    if isinstance(value, bool):
+        raise ValueError("a number is due here, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
 
 
 class _Body(BaseModel):
@@ -49,45 +61,45 @@ class _Sampling(_Body):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    n: int = Field(1, ge=1, le=MAX_N)
+    n: Int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: Float | None = None
+    top_p: Float | None = None
     stop: Union[str, list[str], None] = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    seed: Int | None = None
+    presence_penalty: Float | None = None
+    frequency_penalty: Float | None = None
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # vLLM's and llama-server's sampling extras
-    top_k: int | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
-    repetition_penalty: float | None = None
-    repeat_last_n: int | None = None
+    top_k: Int | None = None
+    min_p: Float | None = None
+    repeat_penalty: Float | None = None
+    repetition_penalty: Float | None = None
+    repeat_last_n: Int | None = None
     ignore_eos: bool = False
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[StrictInt] | None = None
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: Int | None = None
+    max_completion_tokens: Int | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: Int | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int], list[list[int]]]
-    max_tokens: int | None = None
-    logprobs: int | None = Field(None, ge=0, le=5)
+    prompt: Union[str, list[str], list[StrictInt], list[list[StrictInt]]]  # token ids: ints as the library takes them
+    max_tokens: Int | None = None
+    logprobs: Int | None = Field(None, ge=0, le=5)
     echo: bool = False
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: Int | None = None
     response_format: dict[str, Any] | None = None
 
 
