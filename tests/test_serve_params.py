@@ -141,6 +141,15 @@ def test_a_prompt_list_is_bounded_in_choices_before_any_work():
         completion_prompts(CompletionRequest(prompt=[[2]] * 100_000))
 
 
+def test_stops_are_bounded_in_number():
+    """Each is matched at every token on the engine thread that all clients share."""
+    assert len(generate_config(chat(stop=[f"s{i}" for i in range(64)], stop_token_ids=list(range(1024))), 8).stop) == 64
+    for fields, param in [({"stop": [f"s{i}" for i in range(65)]}, "stop"), ({"stop_token_ids": list(range(1025))}, "stop_token_ids")]:
+        with pytest.raises(ApiError, match="at most") as caught:
+            generate_config(chat(**fields), 8)
+        assert caught.value.param == param
+
+
 @pytest.mark.parametrize("field", ["max_tokens", "n", "seed", "temperature", "top_p", "top_k", "logprobs"])
 def test_a_bool_where_a_number_is_due_is_refused(field):
     """pydantic's lax mode read ``"max_tokens": true`` as 1; the library refuses a bool too."""
