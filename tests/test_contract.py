@@ -22,6 +22,9 @@ from rocm_infer.build import build_config
         {"repeat_penalty": 0},
         {"seed": -1},
         {"timeout": 0},
+        {"timeout": 1e10},  # past what a thread can wait for: it was a bare OverflowError at the first token
+        {"temperature": 10**400},  # an int no float can hold: it was a bare OverflowError
+        {"timeout": 10**400},
         {"stop": ("",)},
         {"max_token": 5},  # a typo is an error, not a silent default
     ],

@@ -24,6 +24,9 @@ ROLES = ("system", "user", "assistant", "tool")
 MAX_PARALLEL_SLOTS = 256  # llama.cpp's LLAMA_MAX_SEQ
 DEFAULT_PARALLEL_SLOTS = 16  # parallel_slots=0
 DEFAULT_CONTEXT_CAP = 4096  # context_len=0: the trained context, capped here
+# A year: a stream waits with queue.get(timeout=...), which raises a bare OverflowError past
+# threading.TIMEOUT_MAX (9.2e9 s on Linux); a request that may wait longer wants timeout=None.
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
 INT32_MAX = 2**31 - 1  # the largest count llama.cpp's C ints and llama-server's fields take
 
 
@@ -52,7 +55,14 @@ def _is_sequence(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite int or float; an int too large for a float (``10**400``) is none, where
+    ``math.isfinite`` would raise a bare OverflowError."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def merge_options(cls: type, config: Any, options: dict[str, Any]) -> Any:
@@ -163,7 +173,8 @@ class GenerateConfig:
         for flag in ("logprobs", "return_logits", "ignore_eos"):
             _require(isinstance(getattr(self, flag), bool), f"{flag} must be True or False, got {getattr(self, flag)!r}")
         _require(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
-        _require(self.timeout is None or (_is_number(self.timeout) and self.timeout > 0), f"timeout must be None or a number of seconds > 0, got {self.timeout!r}")
+        _require(self.timeout is None or (_is_number(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT_S),
+                 f"timeout must be None (no limit) or a number of seconds in (0, {MAX_TIMEOUT_S:.0f}] (a year), got {self.timeout!r}")
 
     def _check_constraint(self) -> None:
         """Structured output: at most one of ``json_schema`` (a dict or its JSON text, kept as
