@@ -218,6 +218,9 @@ def test_a_body_that_is_not_json_is_a_400_that_says_so(served):
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}, "response_format"),
     ({"logit_bias": {"12": 5}}, "logit_bias"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0"),
+    ({"max_tokens": True}, "max_tokens"),
+    ({"stop": [f"s{i}" for i in range(65)]}, "stop"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content"),
 ])
 def test_bad_parameters_give_openai_errors(client, model_id, kwargs, param):
     options = {"model": model_id, "messages": MESSAGES, "max_tokens": 4, **kwargs}
