@@ -352,6 +352,40 @@ def test_an_async_stream_closed_by_another_task_ends_its_reader_with_a_typed_err
     serves(loaded)
 
 
+CLOSE_UNDER_TOKENIZE = """
+import sys, threading, time
+import rocm_infer as ri
+model = ri.load_model(sys.argv[1], context_len=256, parallel_slots=1)
+text, ended = "word " * 400_000, []
+def tokenize_until_closed():
+    for calls in range(10**6):  # tokenize() and generate()'s own tokenizing, in turn
+        try:
+            model.tokenize(text) if calls % 2 else model.generate(text, max_tokens=1)
+        except ri.PromptTooLongError:
+            pass
+        except ri.RocmInferError as exc:
+            ended.append(type(exc).__name__)
+            return
+reader = threading.Thread(target=tokenize_until_closed)
+reader.start()
+time.sleep(0.3)  # the reader spends nearly all its time inside llama_tokenize
+model.close()
+reader.join()
+print(ended)
+"""
+
+
+def test_close_while_another_thread_tokenizes_waits_for_it(gemma_path):
+    """close() freed the vocabulary under a running llama_tokenize and the process aborted
+    or segfaulted: a child process, so that a regression fails this test, not the run."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", CLOSE_UNDER_TOKENIZE, str(gemma_path)], capture_output=True, text=True, timeout=NEVER_S)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == "['ModelClosedError']"
+
+
 def test_close_while_16_streams_run_ends_each_with_a_typed_error(backend, gemma_path):
     before = live_children()
     model = ri.load_model(gemma_path, backend=backend, parallel_slots=16, context_len=1024, prefix_cache=False)

@@ -12,8 +12,9 @@ import contextlib
 import dataclasses
 import numbers
 import os
+import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..build import build_config
@@ -56,6 +57,8 @@ class NativeModel(TextModel):
         super().__init__()
         self._stack = contextlib.ExitStack()
         self._closed = False
+        self._users = 0  # calls inside _open(): close() waits for them
+        self._users_changed = threading.Condition()
         memory = tracker()  # the first one's baseline precedes every allocation
         try:
             free_vram = self._free_vram(config)  # before the weights take their share of it
@@ -127,11 +130,11 @@ class NativeModel(TextModel):
         return gpus[0].vram_free_bytes if gpus else None
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        self._check_open()  # the vocabulary is freed with the weights: reading it then would crash
         if not isinstance(text, str):
             raise InvalidConfigError(f"tokenize takes a string, not {type(text).__name__}")
         self._check_prompt(text)  # a lone surrogate has no UTF-8 form
-        return self._vocab.tokenize(text, add_special=add_special)
+        with self._open():
+            return self._vocab.tokenize(text, add_special=add_special)
 
     def detokenize(self, tokens: Iterable[int]) -> str:
         """The ids are checked as a prompt's are: the vocabulary's own lookup reads an id
@@ -149,6 +152,24 @@ class NativeModel(TextModel):
     def _check_open(self) -> None:
         if self._closed:
             raise ModelClosedError("the model is closed; load it again")
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[None]:
+        """Keeps the weights for a call that reads them off the engine thread (tokenizing, the
+        chat template's special tokens, llguidance's view of the vocabulary): ``close()``
+        waits for such calls to leave before it frees them.  Freed under a running
+        ``llama_tokenize`` (another thread closing the model, or a server shutting down
+        while a request's prompt is tokenized), the process crashed in llama.cpp (an abort or a
+        segfault)."""
+        with self._users_changed:
+            self._check_open()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._users_changed:
+                self._users -= 1
+                self._users_changed.notify_all()
 
     def engine_stats(self) -> EngineStats:
         """A copy of the engine's counters: steps, tokens, time per phase, rows sampled where."""
@@ -171,7 +192,10 @@ class NativeModel(TextModel):
         return self._engine.call(lambda _ctx: self._engine.kv.stats())
 
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
-        self._check_open()
+        with self._open():
+            return self._submit(prompt, config, sink, classify)
+
+    def _submit(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, classify: bool) -> Callable[[], None]:
         ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True) if isinstance(prompt, str) else prompt
         if any(t >= self._vocab.n_tokens for t in ids):
             raise InvalidConfigError(f"token ids must be below the vocabulary size {self._vocab.n_tokens}")
@@ -186,18 +210,21 @@ class NativeModel(TextModel):
         return self._engine.canceller(request)
 
     def _render_chat(self, messages: Sequence[Message]) -> str:
-        self._check_open()
-        return render_chat(self._template, messages, self._vocab.special_text("bos"), self._vocab.special_text("eos"))
+        with self._open():
+            return render_chat(self._template, messages, self._vocab.special_text("bos"), self._vocab.special_text("eos"))
 
     def prepare_structured_output(self) -> None:
         """Builds llguidance's tokenizer for this vocabulary now (``TextModel``'s says why)."""
-        self._check_open()
-        self._grammars.prepare()
+        with self._open():
+            self._grammars.prepare()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._release()
+        with self._users_changed:
+            if self._closed:
+                return
+            self._closed = True  # no call enters _open() from here on
+            self._users_changed.wait_for(lambda: self._users == 0)
+        self._release()
 
     def _describe(self, path: Path, config: LoadConfig, backend: str, trained: int, reason: str, slots: int) -> ModelInfo:
         llama = lib()
