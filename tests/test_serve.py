@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -338,3 +339,27 @@ def test_a_model_that_cannot_load_stops_the_server(tmp_path):
     assert process.wait(timeout=300) == 1
     assert "ModelNotFoundError" in log.read_text()
 
+
+
+def test_a_stream_live_at_shutdown_ends_with_an_error_event(tmp_path):
+    """SIGTERM closes the model before uvicorn's graceful wait, so a stream still running
+    ends with its error event and [DONE] (it was cut mid-chunk once the wait ran out), and
+    the server exits."""
+    process, log = _start(tmp_path, "--log-level", "warning")
+    try:
+        url = ready_url(process, log)
+        body = {"prompt": "Once upon a time", "max_tokens": 100_000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as response:
+            events = []
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                events.append(line[6:])
+                if len(events) == 3:  # streaming: now stop the server under it
+                    process.send_signal(signal.SIGTERM)
+        assert events[-1] == "[DONE]"
+        assert "error" in json.loads(events[-2]) and "closed" in events[-2]
+        assert process.wait(timeout=120) in (0, -signal.SIGTERM)  # uvicorn raises the signal again once it has shut down
+    finally:
+        process.kill()
+        process.wait(timeout=60)

@@ -8,9 +8,12 @@ batches every client's requests.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable
+
+import uvicorn
 
 from ..errors import InvalidConfigError
 from ..interface import TextModel
@@ -47,18 +50,35 @@ def without_nagle(sock: socket.socket) -> socket.socket:
     return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
+class ClosingServer(uvicorn.Server):
+    """uvicorn's server, closing the model as its shutdown begins rather than after it.
+
+    On SIGINT/SIGTERM uvicorn stops accepting, waits up to ``timeout_graceful_shutdown``
+    for the requests in flight, cancels the rest and only then runs the app's lifespan
+    end, which closed the model: a stream longer than the wait was cut mid-chunk (the
+    client read "incomplete chunked read"), never told why.  Closing the model first ends
+    every live stream with its error event and ``[DONE]`` (``ModelClosedError``), which
+    the graceful wait then lets out; requests still starting get a 503."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self._runtime = runtime
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await asyncio.to_thread(self._runtime.close)  # joins the engine: off the loop that delivers its last events
+        await super().shutdown(sockets)
+
+
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
           say: Callable[[str], None] = print) -> None:
     """Serve until SIGINT/SIGTERM; status lines go to ``say``.  A model that fails to
     load stops the server, and its error is raised here once uvicorn has shut down."""
-    import uvicorn
-
     if not is_loopback(host) and not settings.api_key:
         say(f"WARNING: listening on {host} without an API key: anyone who can reach this address can use the model. "
             "Set ROCM_INFER_API_KEY (or --api-key) or bind to 127.0.0.1.")
     runtime = Runtime(settings)
     config = uvicorn.Config(create_app(runtime), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = ClosingServer(config, runtime)
 
     def loaded(model: TextModel) -> None:
         info = model.info
