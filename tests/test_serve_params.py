@@ -1,5 +1,6 @@
-"""The server's pure parts, without a model: request fields to GenerateConfig, the error
-map, Prometheus text, and the answers while the model is loading or failed to load."""
+"""The server's parts without a server: request fields to GenerateConfig, the error map,
+Prometheus text, the answers while the model is loading or failed to load, how stream
+events are joined into writes, and what the runtime reads from a closed model."""
 
 from __future__ import annotations
 
@@ -333,3 +334,14 @@ def test_a_token_before_one_whose_text_is_held_back_goes_out_without_waiting_for
     assert done and '"content": "a"' in first and '"content": "b"' not in first
     assert rest and all(rest) and '"content": "b"' in rest[0] and rest[-1].endswith("data: [DONE]\n\n")
     assert len(rest) == 1  # once the choice has ended, its last token, finish and [DONE] are one write
+
+
+def test_a_logprob_token_text_after_the_model_closed_is_the_streamed_text(gemma_path):
+    """Shutting down closes the model while a stream's last tokens may still go out: their
+    logprob entries take the text the stream released instead of failing the stream."""
+    model = ri.load_model(gemma_path, parallel_slots=1, context_len=256)
+    runtime = Runtime(ServeSettings(), model=model)
+    token = ri.Token(model.tokenize("Hello", add_special=False)[0], "Hel", -0.5)
+    assert runtime.token_text(token) == model.detokenize([token.id])
+    model.close()
+    assert runtime.token_text(token) == "Hel"

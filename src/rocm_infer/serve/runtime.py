@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RocmInferError
+from ..errors import ModelClosedError, RocmInferError
 from ..interface import TextModel
 from ..types import LoadConfig, Token
 from .errors import ApiError
@@ -109,7 +109,12 @@ class Runtime:
     def token_text(self, token: Token) -> str:
         """One token's own text (for logprobs), not the text the stream released with it."""
         detokenize = getattr(self.model, "detokenize", None)
-        return detokenize([token.id]) if detokenize is not None else token.text
+        if detokenize is None:
+            return token.text
+        try:
+            return detokenize([token.id])
+        except ModelClosedError:  # shutting down, a stream's last tokens still going out
+            return token.text
 
     def default_chat_max_tokens(self) -> int:
         from .params import default_chat_max_tokens
