@@ -340,7 +340,6 @@ def test_a_model_that_cannot_load_stops_the_server(tmp_path):
     assert "ModelNotFoundError" in log.read_text()
 
 
-
 def test_a_stream_live_at_shutdown_ends_with_an_error_event(tmp_path):
     """SIGTERM closes the model before uvicorn's graceful wait, so a stream still running
     ends with its error event and [DONE] (it was cut mid-chunk once the wait ran out), and

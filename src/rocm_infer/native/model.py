@@ -147,7 +147,7 @@ class NativeModel(TextModel):
         for token in ids:
             if not isinstance(token, numbers.Integral) or isinstance(token, bool) or not 0 <= token < self._vocab.n_tokens:
                 raise InvalidConfigError(f"token ids must be integers in [0, {self._vocab.n_tokens}) (the vocabulary), got {token!r}")
-        with self._open():  # llama_detokenize reads the vocabulary too
+        with self._open():  # reads only Vocab's copy of the pieces (taken at load); held so close() waits for it as for tokenize
             return self._vocab.detokenize(ids)
 
     def _check_open(self) -> None:
