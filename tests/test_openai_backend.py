@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,24 +209,21 @@ def test_close_ends_live_streams_with_a_typed_error(serve_url):
 
 
 def test_parallel_slots_caps_the_requests_in_flight(serve_url):
-    """Requests past the cap wait in this client: the server sees one at a time (once an
-    earlier test's requests have ended there: a count taken while one was still ending
-    could hide a second request of this one)."""
-    def live() -> int:
-        gauges = httpx.get(serve_url.removesuffix("/v1") + "/metrics").text
-        return sum(int(line.split()[1]) for line in gauges.splitlines() if line.startswith(("rocm_infer_requests_running ", "rocm_infer_requests_waiting ")))
+    """Requests past the cap wait in this client: the server starts one at a time.  Counted
+    as generations the server started (waiting + running + ended), which an earlier test's
+    request ending meanwhile leaves unchanged."""
+    def started() -> int:
+        text = httpx.get(serve_url.removesuffix("/v1") + "/metrics").text
+        samples = [line for line in text.splitlines() if line.startswith(("rocm_infer_requests_running ", "rocm_infer_requests_waiting ",
+                                                                           "rocm_infer_generations_total{"))]
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in samples)
 
-    for _ in range(1000):  # a cancelled request ends within a step or two
-        if live() == 0:
-            break
-        time.sleep(0.02)
-    else:
-        pytest.fail("the server still runs an earlier test's requests")
+    before = started()
     with ri.load_model(None, backend="openai", base_url=serve_url, api_key=SERVE_KEY, parallel_slots=1) as model:
         streams = [model.generate(PROMPT, max_tokens=2000, ignore_eos=True) for _ in range(3)]
         next(streams[0])
         next(streams[0])  # by now the others would have reached the server, were they sent
-        assert live() <= 1
+        assert started() - before == 1
         for stream in streams:
             stream.cancel()
 

@@ -147,8 +147,7 @@ class NativeModel(TextModel):
         for token in ids:
             if not isinstance(token, numbers.Integral) or isinstance(token, bool) or not 0 <= token < self._vocab.n_tokens:
                 raise InvalidConfigError(f"token ids must be integers in [0, {self._vocab.n_tokens}) (the vocabulary), got {token!r}")
-        with self._open():  # reads only Vocab's copy of the pieces (taken at load); held so close() waits for it as for tokenize
-            return self._vocab.detokenize(ids)
+        return self._vocab.detokenize(ids)  # Vocab's own copy of the pieces, taken at load: nothing close() frees
 
     def _check_open(self) -> None:
         if self._closed:
@@ -162,15 +161,18 @@ class NativeModel(TextModel):
         ``llama_tokenize`` (another thread closing the model, or a server shutting down
         while a request's prompt is tokenized), the process crashed in llama.cpp (an abort or a
         segfault)."""
-        with self._users_changed:
-            self._check_open()
-            self._users += 1
+        entered = False
         try:
+            with self._users_changed:
+                self._check_open()
+                self._users += 1
+                entered = True  # straight after the count: no call between them, where an interrupt could land
             yield
         finally:
-            with self._users_changed:
-                self._users -= 1
-                self._users_changed.notify_all()
+            if entered:
+                with self._users_changed:
+                    self._users -= 1
+                    self._users_changed.notify_all()
 
     def engine_stats(self) -> EngineStats:
         """A copy of the engine's counters: steps, tokens, time per phase, rows sampled where."""

@@ -51,22 +51,35 @@ def without_nagle(sock: socket.socket) -> socket.socket:
 
 
 class ClosingServer(uvicorn.Server):
-    """uvicorn's server, closing the model as its shutdown begins rather than after it.
+    """uvicorn's server, closing the model shortly before its graceful wait runs out.
 
     On SIGINT/SIGTERM uvicorn stops accepting, waits up to ``timeout_graceful_shutdown``
     for the requests in flight, cancels the rest and only then runs the app's lifespan
     end, which closed the model: a stream longer than the wait was cut mid-chunk (the
-    client read "incomplete chunked read"), never told why.  Closing the model first ends
-    every live stream with its error event and ``[DONE]`` (``ModelClosedError``), which
-    the graceful wait then lets out; requests still starting get a 503."""
+    client read "incomplete chunked read"), never told why.  Requests that end within
+    the wait still end as they would (a rolling restart loses nothing short); a second
+    before it runs out the model is closed, which ends every stream still running with
+    its error event and ``[DONE]`` (``ModelClosedError``) in time to be sent."""
+
+    CLOSE_BEFORE_THE_END_S = 1.0
 
     def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
         super().__init__(config)
         self._runtime = runtime
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        wait = self.config.timeout_graceful_shutdown
+        closer = None if wait is None else asyncio.create_task(self._close_model_after(max(0.0, wait - self.CLOSE_BEFORE_THE_END_S)))
+        try:
+            await super().shutdown(sockets)  # its lifespan end closes the model too, waiting for a close under way
+        finally:
+            if closer is not None:
+                closer.cancel()
+                await asyncio.gather(closer, return_exceptions=True)
+
+    async def _close_model_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
         await asyncio.to_thread(self._runtime.close)  # joins the engine: off the loop that delivers its last events
-        await super().shutdown(sockets)
 
 
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Runtime:
         self.on_load_failed = on_load_failed
         self.on_loaded = on_loaded
         self._owns_model = model is None
+        self._closing = threading.Lock()
         self.created = 0
         self.names: tuple[str, ...] = ()
         if model is not None:
@@ -85,8 +87,11 @@ class Runtime:
         self.model = model
 
     def close(self) -> None:
-        if self._owns_model and self.model is not None:
-            self.model.close()
+        """Close the served model; safe from any thread and more than once (``ClosingServer``
+        may close it on a worker thread while the lifespan's end closes it too)."""
+        with self._closing:
+            if self._owns_model and self.model is not None:
+                self.model.close()
 
     # ---- what handlers ask -----------------------------------------------------------------
     @property

@@ -359,8 +359,8 @@ def http_error(response: httpx.Response, who: str = "llama-server") -> RocmInfer
         return PromptTooLongError(f"{who}: {message}")
     if response.status_code == 400:
         return InvalidConfigError(f"{who}: {message}")
-    if response.status_code == 401:  # the caller's setting to fix, like any other bad option
-        return InvalidConfigError(f"{who} refused the API key: {message}")
+    if response.status_code == 401:
+        return RocmInferError(f"{who} refused the API key: {message}")
     if response.status_code == 404:
         return ModelNotFoundError(f"{who}: {message}")
     return ServerCrashedError(f"{who} answered {response.status_code}: {message}")
