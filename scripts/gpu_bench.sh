@@ -85,8 +85,14 @@ run() {
   stamp "built"
   local vocab=vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf models=/tmp/rocm-infer-models
   mkdir -p "$models"
+  # ~5 GB, made once per machine; written aside and renamed, so a call stopped mid-write leaves no half model
+  make_8b() {
+    [ -f "$models/llama8b.gguf" ] && return
+    $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.part.gguf" &&
+      mv "$models/llama8b.part.gguf" "$models/llama8b.gguf"
+  }
   if [[ ",$only," == *,serve,* ]]; then
-    [ -f "$models/llama8b.gguf" ] || $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
+    make_8b
     # its rows go to stderr (the log), the ratios to stdout
     $py benchmarks/serve_load.py --model "$models/llama8b.gguf" --clients 1,16,64 --max-tokens 64 \
       --out "$out/serve_load.json" > "$out/serve_load_ratios.txt" 2> "$out/serve_load.log" || { tail -20 "$out/serve_load.log"; failed=1; }
@@ -106,7 +112,7 @@ run() {
     echo "gpu_bench: no time left in this call for the 8B shape; run the script again (the build is kept)"
     return "$failed"
   fi
-  [ -f "$models/llama8b.gguf" ] || $py scripts/make_random_model.py --preset llama-3.1-8b --vocab-from "$vocab" --out "$models/llama8b.gguf"
+  make_8b
   $py -m rocm_infer.bench.sampling --model "$models/llama8b.gguf" --streams "$streams" \
     --contenders "${GPU_BENCH_8B_CONTENDERS:-in_process,in_process_host,server,server_backend_sampling}" --out "$out/llama8b.json" 2> "$out/llama8b.log" || { tail -20 "$out/llama8b.log"; failed=1; }
   stamp "Llama-3.1-8B shape done"

@@ -339,9 +339,9 @@ def test_a_token_before_one_whose_text_is_held_back_goes_out_without_waiting_for
 def test_a_logprob_token_text_after_the_model_closed_is_the_streamed_text(gemma_path):
     """Shutting down closes the model while a stream's last tokens may still go out: their
     logprob entries take the text the stream released instead of failing the stream."""
-    model = ri.load_model(gemma_path, parallel_slots=1, context_len=256)
-    runtime = Runtime(ServeSettings(), model=model)
-    token = ri.Token(model.tokenize("Hello", add_special=False)[0], "Hel", -0.5)
-    assert runtime.token_text(token) == model.detokenize([token.id])
-    model.close()
-    assert runtime.token_text(token) == "Hel"
+    with ri.load_model(gemma_path, parallel_slots=1, context_len=256) as model:
+        runtime = Runtime(ServeSettings(), model=model)
+        token = ri.Token(model.tokenize("Hello", add_special=False)[0], "Hel", -0.5)
+        assert runtime.token_text(token) == model.detokenize([token.id])
+        model.close()
+        assert runtime.token_text(token) == "Hel"
