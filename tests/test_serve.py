@@ -344,7 +344,8 @@ def test_a_stream_live_at_shutdown_ends_with_an_error_event(tmp_path):
     """SIGTERM closes the model before uvicorn's graceful wait, so a stream still running
     ends with its error event and [DONE] (it was cut mid-chunk once the wait ran out), and
     the server exits."""
-    process, log = _start(tmp_path, "--log-level", "warning")
+    # the whole trained context for one stream: no build ends it by length before the close
+    process, log = _start(tmp_path, "--log-level", "warning", "--ctx", "32768", "--parallel", "1")
     try:
         url = ready_url(process, log)
         body = {"prompt": "Once upon a time", "max_tokens": 100_000, "ignore_eos": True, "stream": True}

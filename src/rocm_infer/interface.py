@@ -196,7 +196,8 @@ class TextModel(abc.ABC):
 
         def start() -> Callable[[], None]:
             cancel = self._start(prompt(), config, sink, classify=False)
-            # at once, not when the stream is made: a loop closed meanwhile never makes it
+            # at once, not when the stream is made (which sets it again, for ``_astream``'s
+            # sake): a loop closed meanwhile never makes the stream
             sink.on_loop_closed = cancel
             return cancel
 

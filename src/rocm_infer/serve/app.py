@@ -3,8 +3,8 @@
 ``create_app`` is all a caller needs (``rocm-infer serve`` runs it under uvicorn):
 the lifespan starts loading the model without waiting for it, so the server answers
 ``/health`` with 503 until the model is ready, and closes the model at shutdown if it
-is still open.  ``rocm-infer serve`` closes it earlier, as uvicorn's shutdown begins
-(``launch.ClosingServer``), so live streams end with an error event; under a plain
+is still open.  ``rocm-infer serve`` closes it earlier, a second before uvicorn's graceful
+wait runs out (``launch.ClosingServer``), so live streams end with an error event; under a plain
 uvicorn the lifespan's close comes after its graceful wait, which cuts the streams
 still running then.
 """

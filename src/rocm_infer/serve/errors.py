@@ -9,6 +9,7 @@ status code, and only ``ApiError`` crosses from the handlers to the app.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .. import errors
@@ -77,11 +78,7 @@ def from_validation(problems: list[dict[str, Any]], content_type: str | None = N
     if tuple(first.get("loc", ())) == ("body",):
         return ApiError(400, _body_not_an_object(first, content_type))
     field = tuple(first.get("loc", ()))[:2]
-    shared = []
-    for parts in zip(*(tuple(p.get("loc", ())) for p in problems if tuple(p.get("loc", ()))[:2] == field)):
-        if any(part != parts[0] for part in parts):
-            break
-        shared.append(parts[0])
+    shared = os.path.commonprefix([loc for loc in (tuple(p.get("loc", ())) for p in problems) if loc[:2] == field])
     param = ".".join(str(part) for part in shared if part != "body") or None
     messages = []
     for problem in problems:

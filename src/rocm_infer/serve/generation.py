@@ -43,6 +43,7 @@ class Generation:
         self.choices: list[Choice] = []
         self._pumps: list[asyncio.Task[None]] = []
         self._merged: asyncio.Queue[Event] | None = None  # the choices' events, when there are several
+        self._remaining = 0  # of those, choices whose end event has not been taken yet
 
     @classmethod
     async def start(cls, metrics: ServerMetrics, openers: list[tuple[int, Callable[[], Awaitable[AsyncTokenStream]]]]) -> Generation:
@@ -76,11 +77,11 @@ class Generation:
                 queue.put_nowait(event)
 
         self._pumps = [asyncio.create_task(pump(choice)) for choice in self.choices]
-        remaining = len(self.choices)
-        while remaining:
+        self._remaining = len(self.choices)
+        while self._remaining:
             event = await queue.get()
             if event[1] is None:
-                remaining -= 1
+                self._remaining -= 1
             yield event
 
     def ready(self) -> bool:
@@ -88,11 +89,12 @@ class Generation:
         delivered), or nothing more to wait for (every choice has ended: what follows is
         the answer's tail, its finish, usage and ``[DONE]``): a streamed answer joins such
         events into one write."""
-        if all(choice.stream.finished is not None for choice in self.choices):
-            return True
         if self._merged is not None:
-            return not self._merged.empty()
-        return len(self.choices) == 1 and self.choices[0].stream.buffered() > 0
+            return self._remaining == 0 or not self._merged.empty()
+        if len(self.choices) != 1:  # several, not yet merged: their role events go out one by one
+            return False
+        stream = self.choices[0].stream
+        return stream.finished is not None or stream.buffered() > 0
 
     async def _iterate(self, choice: Choice) -> AsyncIterator[Event]:
         error: BaseException | None = None

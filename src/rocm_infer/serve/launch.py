@@ -42,11 +42,10 @@ def without_nagle(sock: socket.socket) -> socket.socket:
     socket says it is TCP (``proto == IPPROTO_TCP``), and uvicorn's ``bind_socket`` makes
     it with ``proto`` 0: each small write after the first (an SSE event, a reply's body
     after its headers) then waited for the client's delayed ACK, and a ``GET /health``
-    over loopback took 44 ms.  The socket is wrapped again as TCP, and its own
-    ``TCP_NODELAY`` set (Linux hands it on to the connections it accepts)."""
+    over loopback took 44 ms.  The socket is wrapped again as TCP, which is what asyncio
+    asks before it sets ``TCP_NODELAY`` on each connection."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return sock
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
 
 

@@ -24,7 +24,8 @@ MAX_N = 128  # OpenAI's own limit on n
 
 def _not_a_bool(value: Any) -> Any:
     """pydantic reads ``true`` as 1 where a number is due (lax mode), so ``"max_tokens": true``
-    asked for one token; OpenAI's API and the library (``GenerateConfig``) refuse a bool."""
+    asked for one token; OpenAI's API and the library (``GenerateConfig``) refuse a bool.
+    Not ``StrictInt``/``StrictFloat``: lax mode keeps taking ``"5"`` as vLLM does."""
     if isinstance(value, bool):
         raise ValueError("a number is due here, not true or false")
     return value

@@ -68,7 +68,8 @@ class OpenAIModel(TextModel):
         if response.status_code == 401:  # at load the key (or its absence) is the setting to fix; later it is the server's doing
             if "authorization" not in self._client.headers:
                 raise InvalidConfigError(f"{self._who} asks for an API key: pass api_key= or set ROCM_INFER_OPENAI_API_KEY")
-            raise InvalidConfigError(str(http_error(response, self._who)))
+            refused = http_error(response, self._who)
+            raise InvalidConfigError(str(refused)) from refused
         if response.status_code == 404 and not self._base_url.endswith("/v1"):
             raise ModelNotFoundError(f"{self._who} has no {self._base_url}/models; OpenAI-compatible servers answer under "
                                      f"/v1: try base_url={self._base_url}/v1")
