@@ -21,6 +21,7 @@ from rocm_infer.bench.servers import ready_url
 openai = pytest.importorskip("openai")
 
 KEY = "test-serve-key"
+REQUEST_LIMIT = 64 * 1024  # the module's server refuses bodies past this (the largest test body is ~36 KB)
 PROMPT = "The capital of France is"
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
 
@@ -60,7 +61,8 @@ def _start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[su
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    process, log = _start(tmp_path_factory.mktemp("serve"), "--log-level", "warning", env={"ROCM_INFER_API_KEY": KEY})
+    process, log = _start(tmp_path_factory.mktemp("serve"), "--log-level", "warning", "--max-request-bytes", str(REQUEST_LIMIT),
+                          env={"ROCM_INFER_API_KEY": KEY})
     try:
         yield Served(ready_url(process, log), process, log)
     finally:
@@ -206,6 +208,32 @@ def test_a_body_that_is_not_json_is_a_400_that_says_so(served):
                                                                                       "Content-Type": "application/json"})
     error = answer.json()["error"]
     assert answer.status_code == 400 and "not valid JSON" in error["message"] and error["param"] is None
+
+
+def _pieces(data: bytes, size: int) -> Iterator[bytes]:
+    """A body httpx sends chunked, with no Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_a_body_past_the_limit_is_413_and_the_model_keeps_serving(served, client, model_id):
+    """Refused by its Content-Length, and counted as it arrives when it has none (chunked);
+    a chunked body within the limit is served as before."""
+    url, headers = f"{served.url}/v1/completions", {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    before = served.metrics()
+    huge = json.dumps({"model": model_id, "prompt": "hello " * REQUEST_LIMIT, "max_tokens": 1}).encode()
+    for answer in (httpx.post(url, content=huge, headers=headers), httpx.post(url, content=_pieces(huge, 4096), headers=headers)):
+        error = answer.json()["error"]
+        assert answer.status_code == 413, answer.text
+        assert error["type"] == "invalid_request_error" and error["code"] == "request_too_large"
+        assert str(REQUEST_LIMIT) in error["message"]
+    small = json.dumps({"model": model_id, "prompt": PROMPT, "max_tokens": 2, "ignore_eos": True}).encode()
+    chunked = httpx.post(url, content=_pieces(small, 8), headers=headers)
+    assert chunked.status_code == 200 and chunked.json()["usage"]["completion_tokens"] == 2
+    again = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=2, extra_body={"ignore_eos": True})
+    assert again.usage.completion_tokens == 2
+    refused = 'requests_total{endpoint="completions",code="413"}'
+    assert served.metrics().get(refused, 0) == before.get(refused, 0) + 2
 
 
 @pytest.mark.parametrize("kwargs, param", [

@@ -121,16 +121,19 @@ def info(model: str | None, as_json: bool) -> None:
 @click.option("--prefix-cache/--no-prefix-cache", default=True, show_default=True,
               help="Keep finished requests' KV cells to reuse shared prompt prefixes.")
 @click.option("--served-model-name", default=None, help="The model id clients use (default: the GGUF file's stem).")
+@click.option("--max-request-bytes", default=0, type=click.IntRange(0),
+              help="Larger request bodies get 413 (default 32 MiB: past a whole 1M-token context as text).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 def serve(model_arg: str | None, model: str | None, host: str, port: int, api_key: str | None, parallel: int, ctx: int,
           backend: str | None, flash_attn: str, gpu_layers: int, threads: int, prefix_cache: bool, served_model_name: str | None,
-          log_level: str) -> None:
+          max_request_bytes: int, log_level: str) -> None:
     """Serve MODEL (default: Gemma 3 270M) over an OpenAI-compatible HTTP API."""
     if model_arg and model and model_arg != model:
         raise click.UsageError(f"two models given: {model_arg!r} and --model {model!r}")
     try:
         from .serve import ServeSettings
         from .serve import serve as run_server
+        from .serve.body_limit import DEFAULT_MAX_REQUEST_BYTES
     except ImportError as exc:
         raise click.ClickException(f"serving needs the 'serve' extra (pip install 'rocm-infer[serve]'): {exc}") from exc
     from .types import LoadConfig
@@ -138,7 +141,8 @@ def serve(model_arg: str | None, model: str | None, host: str, port: int, api_ke
     with failures():
         load = LoadConfig(backend=backend, context_len=ctx, parallel_slots=parallel, flash_attn=flash_attn,  # type: ignore[arg-type]
                           gpu_layers=gpu_layers, n_threads=threads, prefix_cache=prefix_cache)
-        settings = ServeSettings(model=model_arg or model, served_name=served_model_name, api_key=api_key or None, load=load)
+        settings = ServeSettings(model=model_arg or model, served_name=served_model_name, api_key=api_key or None,
+                                 max_request_bytes=max_request_bytes or DEFAULT_MAX_REQUEST_BYTES, load=load)
         run_server(settings, host=host, port=port, log_level=log_level, say=lambda line: click.echo(line, err=True))
 
 

@@ -6,8 +6,8 @@ client that disconnects cancels its request.  Rooms: ``schemas`` (request bodies
 ``params`` (fields to ``GenerateConfig``), ``responses`` (response bodies and stream
 chunks), ``generation`` (the choices of one request), ``chat``/``completions`` (the
 two generating endpoints), ``routes``, ``errors`` (OpenAI's error shape), ``metrics``
-(Prometheus), ``transport`` (SSE and disconnects), ``runtime`` (the served model),
-``app`` and ``launch``.
+(Prometheus), ``transport`` (SSE and disconnects), ``body_limit`` (413 past a size),
+``runtime`` (the served model), ``app`` and ``launch``.
 """
 
 from .app import create_app

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import errors
+from .body_limit import LimitRequestBody
 from .errors import ApiError, error_body, from_validation, to_api_error
 from .routes import open_routes, v1
 from .runtime import Runtime
@@ -49,7 +50,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _api_error)
-    app.add_middleware(CountRequests, runtime=runtime)
+    app.add_middleware(LimitRequestBody, max_bytes=runtime.settings.max_request_bytes)
+    app.add_middleware(CountRequests, runtime=runtime)  # added last, so outermost: it counts the 413s too
     return app
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import ModelClosedError, RocmInferError
 from ..interface import TextModel
 from ..types import LoadConfig, Token
+from .body_limit import DEFAULT_MAX_REQUEST_BYTES
 from .errors import ApiError
 from .metrics import EngineFigures, ServerMetrics
 
@@ -29,11 +30,13 @@ _log = logging.getLogger("rocm_infer.serve")
 @dataclass(frozen=True)
 class ServeSettings:
     """``model``: a path, a name in ``ROCM_MODEL_DIR`` or None (the default model);
-    ``served_name``: the id clients send as ``model`` (default: the GGUF's file stem)."""
+    ``served_name``: the id clients send as ``model`` (default: the GGUF's file stem);
+    ``max_request_bytes``: a larger request body is answered 413 (``body_limit`` says why 32 MiB)."""
 
     model: str | None = None
     served_name: str | None = None
     api_key: str | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     load: LoadConfig = field(default_factory=LoadConfig)
 
 
