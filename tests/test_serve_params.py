@@ -1,10 +1,11 @@
 """The server's parts without a server: request fields to GenerateConfig, the error map,
 Prometheus text, the answers while the model is loading or failed to load, how stream
-events are joined into writes, and what the runtime reads from a closed model."""
+events are joined into writes, what the runtime reads from a closed model, and the engine's figures read in one trip."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -16,6 +17,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import rocm_infer as ri  # noqa: E402
+from rocm_infer.native.model import EngineSnapshot  # noqa: E402
 from rocm_infer.serve import Runtime, ServeSettings, create_app  # noqa: E402
 from rocm_infer.serve.errors import ApiError, from_library, from_validation  # noqa: E402
 from rocm_infer.serve.launch import is_loopback, without_nagle  # noqa: E402
@@ -345,3 +347,38 @@ def test_a_logprob_token_text_after_the_model_closed_is_the_streamed_text(gemma_
         assert runtime.token_text(token) == model.detokenize([token.id])
         model.close()
         assert runtime.token_text(token) == "Hel"
+
+
+class _Offering:
+    """The real model, offering the runtime only ``info`` and the methods named: what a
+    backend with only those looks like to it."""
+
+    def __init__(self, model: ri.TextModel, *methods: str) -> None:
+        self._model, self._names = model, {"info", *methods}
+
+    def __getattr__(self, name: str):
+        if name not in self._names:
+            raise AttributeError(name)
+        return getattr(self._model, name)
+
+
+def test_metrics_read_the_engine_in_one_snapshot_that_agrees_with_the_separate_reads(gemma_path):
+    """``engine_snapshot`` is ``cache_occupancy``, ``engine_stats`` and ``cache_stats`` read
+    in one trip (on an idle model, equal to the three calls), and ``/metrics``' engine figures
+    come from it alone; a backend without it has them left out."""
+    with ri.load_model(gemma_path, parallel_slots=2, context_len=256) as model:
+        for _ in range(2):  # the second run reuses the first one's cached prefix
+            model.generate("The capital of France is", max_tokens=3, ignore_eos=True).text()
+        snapshot = model.engine_snapshot()
+        # each trip to the engine thread wakes its loop, whose delivery phase adds its microseconds to emit_s
+        separate = dataclasses.replace(model.engine_stats(), emit_s=snapshot.stats.emit_s)
+        assert snapshot == EngineSnapshot(model.cache_occupancy(), separate, model.cache_stats())
+        assert snapshot.occupancy == {} and snapshot.stats.steps > 0 and snapshot.cache.entries > 0
+        figures = asyncio.run(Runtime(ServeSettings(), model=_Offering(model, "engine_snapshot")).engine_figures())
+        stats, cache = snapshot.stats, snapshot.cache
+        assert figures == EngineFigures(
+            kv_cells_used=0, kv_cells_total=model.info.context_len, parallel_slots=2, engine_steps=stats.steps,
+            engine_tokens=stats.tokens, engine_decode_s=stats.decode_s, prefix_entries=cache.entries, prefix_cells=cache.cells_held,
+            prefix_hits=cache.hits, prefix_tokens_reused=cache.tokens_reused)
+        without = asyncio.run(Runtime(ServeSettings(), model=_Offering(model)).engine_figures())
+        assert without == EngineFigures(kv_cells_total=model.info.context_len, parallel_slots=2)

@@ -52,6 +52,15 @@ from .vocab import Vocab
 MAX_SAMPLING_THREADS = 8
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineSnapshot:
+    """``cache_occupancy()``, ``engine_stats()`` and ``cache_stats()`` read at one moment."""
+
+    occupancy: dict[int, int]
+    stats: EngineStats
+    cache: CacheStats
+
+
 class NativeModel(TextModel):
     def __init__(self, path: Path, config: LoadConfig, backend_name: str) -> None:
         super().__init__()
@@ -182,17 +191,24 @@ class NativeModel(TextModel):
         """Positions held in the KV cache per sequence id by everything but the prefix
         cache's entries (those are in ``cache_stats()``), read on the engine thread:
         once no request is live this is empty, or cells leaked."""
-        slots = self._info.parallel_slots
+        return self._engine.call(self._occupancy)
 
-        def read(ctx: LlamaContext) -> dict[int, int]:
-            cached = self._engine.kv.cached_ids()
-            return {seq: pos + 1 for seq in range(slots) if seq not in cached and (pos := ctx.sequence_max_pos(seq)) >= 0}
-
-        return self._engine.call(read)
+    def _occupancy(self, ctx: LlamaContext) -> dict[int, int]:
+        cached = self._engine.kv.cached_ids()
+        return {seq: pos + 1 for seq in range(self._info.parallel_slots)
+                if seq not in cached and (pos := ctx.sequence_max_pos(seq)) >= 0}
 
     def cache_stats(self) -> CacheStats:
         """The prefix cache: entries, cells they hold, hits, prompt tokens reused, evictions."""
         return self._engine.call(lambda _ctx: self._engine.kv.stats())
+
+    def engine_snapshot(self) -> EngineSnapshot:
+        """The three calls above in one trip to the engine thread.  Each of them waits for the
+        step under way to end, so a ``/metrics`` scrape making them one by one waited up to
+        three steps (seconds during a long prefill); read together they also describe one
+        moment, between the same two steps."""
+        return self._engine.call(lambda ctx: EngineSnapshot(self._occupancy(ctx), dataclasses.replace(self._engine.stats),
+                                                            self._engine.kv.stats()))
 
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
         with self._open():

@@ -131,23 +131,23 @@ class Runtime:
         return default_chat_max_tokens(info.context_len, info.parallel_slots)
 
     async def engine_figures(self) -> EngineFigures:
-        """The engine's own figures for ``/metrics`` (read on the engine thread: off the loop).
-        Only the in-process model reports them; another backend leaves them out."""
+        """The engine's own figures for ``/metrics``, read in one trip to the engine thread
+        (``engine_snapshot``: one wait for the step under way, not one per figure), off the
+        loop.  Only the in-process model reports them; another backend leaves them out."""
         model = self.model
         if model is None:
             return EngineFigures()
         info = model.info
         figures = EngineFigures(kv_cells_total=info.context_len, parallel_slots=info.parallel_slots)
-        occupancy, stats, cache = (getattr(model, name, None) for name in ("cache_occupancy", "engine_stats", "cache_stats"))
-        if occupancy is None or stats is None:
+        snapshot = getattr(model, "engine_snapshot", None)
+        if snapshot is None:
             return figures
         try:
-            used = sum((await asyncio.to_thread(occupancy)).values())
-            engine = await asyncio.to_thread(stats)
-            prefix = await asyncio.to_thread(cache) if cache is not None else None
+            read = await asyncio.to_thread(snapshot)
         except RocmInferError:  # closing under the scrape
             return figures
+        engine, prefix = read.stats, read.cache
         return dataclasses.replace(
-            figures, kv_cells_used=used, engine_steps=engine.steps, engine_tokens=engine.tokens, engine_decode_s=engine.decode_s,
-            prefix_entries=prefix.entries if prefix else None, prefix_cells=prefix.cells_held if prefix else None,
-            prefix_hits=prefix.hits if prefix else None, prefix_tokens_reused=prefix.tokens_reused if prefix else None)
+            figures, kv_cells_used=sum(read.occupancy.values()), engine_steps=engine.steps, engine_tokens=engine.tokens,
+            engine_decode_s=engine.decode_s, prefix_entries=prefix.entries, prefix_cells=prefix.cells_held, prefix_hits=prefix.hits,
+            prefix_tokens_reused=prefix.tokens_reused)
