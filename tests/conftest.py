@@ -14,9 +14,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import logging
+
 import pytest
 
 import rocm_infer as ri
+
+
+@pytest.fixture(autouse=True)
+def package_logging_restored() -> Iterator[None]:
+    """A command run in-process (click's ``CliRunner``) configures the package's loggers as
+    the command line does: its own stderr handler, no propagation, llama.cpp's log muted.
+    Left so, it would hide every later test's records from ``caplog`` (which listens at
+    the root)."""
+    loggers = [logging.getLogger(name) for name in ("rocm_infer", "rocm_infer.llama")]
+    saved = [(logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
+    yield
+    for logger, (handlers, propagate, level) in zip(loggers, saved):
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,16 @@ def test_a_sequence_pays_for_its_reservation_then_for_what_it_filled():
     assert ledger.release(0) == 25 and ledger.free == 100
 
 
+def test_a_growing_sequence_pays_for_each_reservation_then_for_what_it_filled():
+    ledger = CellLedger(100)
+    ledger.open(0, base=0, cells=20)
+    ledger.grow(0, 16)
+    ledger.grow(0, 16)
+    assert ledger.free == 48 and ledger.charge(0) == 52
+    ledger.settle(0, end=45)
+    assert ledger.release(0) == 45 and ledger.free == 100
+
+
 def test_a_shared_prefix_is_paid_once_and_outlives_its_first_owner():
     ledger = CellLedger(100)
     ledger.open(0, base=0, cells=30)

@@ -140,3 +140,22 @@ def test_a_dropped_model_stops_its_engine_and_frees_the_context(gemma_path):
     del dropped
     gc.collect()
     assert engines() == before
+
+
+def test_a_call_the_engine_cannot_take_in_time_raises_a_typed_error(model):
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(_ctx):  # keeps the engine thread busy, as a long step would
+        entered.set()
+        release.wait()
+
+    holder = threading.Thread(target=model._engine.call, args=(hold,))
+    holder.start()
+    entered.wait()
+    try:
+        with pytest.raises(ri.EngineError, match="did not take the call"):
+            model._engine.call(lambda _ctx: None, timeout=0.05)
+    finally:
+        release.set()
+        holder.join()
+    assert model.cache_occupancy() == {}  # and it serves on

@@ -1,10 +1,12 @@
 """Property tests (hypothesis) for admission: random request mixes (shared prefixes,
-cancellations, early stops, the prefix cache on and off) run through the engine's own
-planning (``Engine._plan``: ``KvSlots`` matching and eviction, then ``plan_step``) against a
-model of llama.cpp's unified KV cache.  Each step: no more admitted than free ids, no more
-cells reserved than free, the queue admitted in order, the head admitted whenever it fits;
-the cells really filled never exceed the context nor what the ledger charges; every request
-ends within a bound, and at the end every cell is free.
+cancellations, early stops, the prefix cache on and off, cells given a few at a time so
+that requests grow and are preempted) run through the engine's own planning
+(``Engine._make_room``: growth and preemption; ``Engine._plan``: ``KvSlots`` matching and
+eviction, then ``plan_step``) against a model of llama.cpp's unified KV cache.  Each step:
+every decoding request has a cell reserved for its token, no more admitted than free ids,
+no more cells reserved than free, the queue admitted in order, the head admitted whenever
+it fits; the cells really filled never exceed the context nor what the ledger charges;
+every request ends within a bound, and at the end every cell is free.
 
 ``UnifiedCache`` stands in for ``LlamaContext``: it keeps, per sequence, which cell holds
 each position, and shares cells on ``copy_prefix`` as llama.cpp's unified cache does.  A
@@ -24,6 +26,7 @@ from hypothesis import given, settings, strategies as st
 from rocm_infer.native.engine import Engine
 from rocm_infer.native.kv_slots import KvSlots
 from rocm_infer.native.request import Request, RequestStatus
+from rocm_infer.native.stats import EngineStats
 from rocm_infer.types import GenerateConfig
 
 
@@ -71,44 +74,51 @@ TOKENS = st.lists(st.integers(0, 2), min_size=1, max_size=40)  # few ids: prefix
 
 @st.composite
 def scenarios(draw):
-    n_ctx = draw(st.integers(48, 160))
+    n_ctx = draw(st.integers(32, 128))
     plans = []
     for _ in range(draw(st.integers(1, 10))):
         prefix = draw(st.sampled_from([[], [7] * 20, [7] * 20 + [8] * 10]))
         prompt = (prefix + draw(TOKENS))[: n_ctx - 1]
-        plans.append(Plan(prompt, draw(st.integers(1, 24)), draw(st.integers(1, 30)), draw(st.integers(0, 12)),
+        plans.append(Plan(prompt, draw(st.integers(1, 80)), draw(st.integers(1, 80)), draw(st.integers(0, 12)),
                           draw(st.none() | st.integers(0, 30))))
-    return n_ctx, draw(st.integers(1, 5)), draw(st.integers(1, 48)), draw(st.booleans()), plans
+    return n_ctx, draw(st.integers(1, 5)), draw(st.integers(1, 48)), draw(st.integers(1, 8) | st.integers(1, 80)), draw(st.booleans()), plans
 
 
 class Sim:
-    """The engine's bookkeeping around ``Engine._plan``: admit, run, apply, finish."""
+    """The engine's bookkeeping around ``Engine._make_room`` and ``Engine._plan``: admit, run,
+    apply, finish."""
 
-    def __init__(self, n_ctx: int, slots: int, budget: int, prefix_cache: bool) -> None:
+    def __init__(self, n_ctx: int, slots: int, budget: int, growth: int, prefix_cache: bool) -> None:
         self.cache = UnifiedCache(n_ctx)
         self.kv = KvSlots(self.cache, slots, prefix_cache)  # type: ignore[arg-type]
+        self.kv.growth = growth
         self._n_ctx, self._budget, self.slots = n_ctx, budget, slots
         self._running: list[Request] = []
         self._waiting: list[Request] = []
+        self.engine = SimpleNamespace(kv=self.kv, _waiting=self._waiting, _running=self._running, _n_ctx=n_ctx, _budget=budget,
+                                      _chooser=SimpleNamespace(release=lambda request: None), stats=EngineStats())
+        self.engine._preempt = lambda request: Engine._preempt(self.engine, request)
 
     def step(self, now: int) -> None:
         for request in [*self._running, *self._waiting]:
             if request.cancel_event.is_set():
                 self.finish(request, RequestStatus.FINISHED_CANCELLED)
+        room = Engine._make_room(self.engine)
+        for request in self._running:  # the token each decodes next has its cell
+            assert request.pending > 1 or request.n_computed < request.reserved_end, "a decode without a reserved cell"
         waiting_before = list(self._waiting)
-        plan = Engine._plan(SimpleNamespace(kv=self.kv, _waiting=self._waiting, _running=self._running,
-                                            _n_ctx=self._n_ctx, _budget=self._budget))
+        plan = Engine._plan(self.engine, room)
         admitted = list(plan.admitted)
         # never admits past a free id; never reserves more cells than are free; in order
         assert len(admitted) <= self.kv.free_ids
         assert self.kv.free_ids + len(self.kv.cached_ids()) + len(self._running) == self.slots
-        assert sum(r.cells_needed(self._n_ctx) for r in admitted) <= self.kv.free_cells
+        assert sum(r.cells_needed(self._n_ctx, self.kv.growth) for r in admitted) <= self.kv.free_cells
         assert admitted == waiting_before[: len(admitted)]
         assert plan.n_tokens <= self._budget
         head = waiting_before[0] if waiting_before else None
-        if head is not None and head not in admitted and not head.deferred:  # never starves the head
+        if room and head is not None and head not in admitted and not head.deferred:  # never starves the head
             budget_left = self._budget - sum(c.count for c in plan.chunks)
-            fits = self.kv.free_ids > 0 and head.cells_needed(self._n_ctx) <= self.kv.free_cells
+            fits = self.kv.free_ids > 0 and head.cells_needed(self._n_ctx, self.kv.growth) <= self.kv.free_cells
             assert not fits or budget_left == 0, "the head of the queue fits and was not admitted"
         for request in admitted:
             self._waiting.remove(request)
@@ -142,13 +152,14 @@ class Sim:
 @settings(max_examples=200, deadline=None)
 @given(scenarios())
 def test_admission_never_over_reserves_never_overfills_and_never_starves(scenario):
-    n_ctx, slots, budget, prefix_cache, plans = scenario
-    sim = Sim(n_ctx, slots, budget, prefix_cache)
+    n_ctx, slots, budget, growth, prefix_cache, plans = scenario
+    sim = Sim(n_ctx, slots, budget, growth, prefix_cache)
     for plan in plans:
         plan.request = Request(list(plan.prompt), GenerateConfig(max_tokens=plan.max_tokens), queue.SimpleQueue())
         plan.request.stops_after = plan.stops_after  # type: ignore[attr-defined]
-    # each request alone needs at most ceil(prompt / budget) + max_tokens steps; one at a time
-    bound = 13 + sum(-(-len(p.prompt) // budget) + p.max_tokens + 1 for p in plans)
+    # each request alone needs at most ceil(prompt / budget) + max_tokens steps; one at a time,
+    # and then again for each preemption (prefilling what it had generated as well)
+    bound = 13 + 3 * sum(-(-(len(p.prompt) + p.max_tokens) // budget) + p.max_tokens + 1 for p in plans)
     for now in range(bound):
         for plan in plans:
             if plan.arrives == now:
@@ -163,3 +174,25 @@ def test_admission_never_over_reserves_never_overfills_and_never_starves(scenari
         sim.kv._evict(seq)
     assert sim.cache.used == 0 and sim.cache.seqs == {}
     assert sim.kv.free_cells == n_ctx and sim.kv.free_ids == slots
+
+
+def test_requests_that_each_need_the_whole_context_finish_one_after_another_by_preemption():
+    sim = Sim(n_ctx=64, slots=4, budget=16, growth=2, prefix_cache=False)
+    requests = [Request(list(range(i, i + 10)), GenerateConfig(max_tokens=60), queue.SimpleQueue()) for i in range(4)]
+    preempted: list[Request] = []
+
+    def preempt(request: Request) -> None:
+        preempted.append(request)
+        Engine._preempt(sim.engine, request)
+
+    sim.engine._preempt = preempt
+    for request in requests:
+        request.stops_after = 100  # type: ignore[attr-defined]
+        sim._waiting.append(request)
+    for now in range(4 * 64 * 2):
+        sim.step(now)
+        if all(r.status.finished for r in requests):
+            break
+    assert all(r.status is RequestStatus.FINISHED_LENGTH and len(r.generated) == 64 - 10 for r in requests)
+    assert preempted and requests[0] not in preempted  # the oldest gives way to none
+    assert sim.cache.used == 0 and sim.kv.free_cells == 64

@@ -378,7 +378,8 @@ def test_metrics_read_the_engine_in_one_snapshot_that_agrees_with_the_separate_r
         stats, cache = snapshot.stats, snapshot.cache
         assert figures == EngineFigures(
             kv_cells_used=0, kv_cells_total=model.info.context_len, parallel_slots=2, engine_steps=stats.steps,
-            engine_tokens=stats.tokens, engine_decode_s=stats.decode_s, prefix_entries=cache.entries, prefix_cells=cache.cells_held,
+            engine_tokens=stats.tokens, engine_decode_s=stats.decode_s, engine_preemptions=0, prefix_entries=cache.entries,
+            prefix_cells=cache.cells_held,
             prefix_hits=cache.hits, prefix_tokens_reused=cache.tokens_reused)
         without = asyncio.run(Runtime(ServeSettings(), model=_Offering(model)).engine_figures())
         assert without == EngineFigures(kv_cells_total=model.info.context_len, parallel_slots=2)

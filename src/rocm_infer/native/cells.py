@@ -4,10 +4,10 @@ In llama.cpp's unified cache ``llama_memory_seq_cp`` makes a prefix's cells belo
 two sequences at once; a cell is freed only when no sequence holds it.  So a request
 that starts from another sequence's prefix adds only its own cells, and a sequence
 that ends frees only the cells nobody else still holds.  The ledger keeps that count
-exact, which is what lets admission promise that a decode never runs out of cells:
+exact, which is what lets the engine give every decode its cells before it runs:
 
 - each live sequence *owns* a contiguous run of positions ``[base, end)`` and is
-  *charged* for it (plus, while it runs, the tokens it may still generate);
+  *charged* for it (plus, while it runs, the cells reserved for what it generates next);
 - ``share`` records that ``dst`` now holds ``src``'s first ``length`` cells; overlaps
   are kept for every pair, since sharing is transitive (a copy of a copy);
 - ``release`` frees a sequence's charge except the part still held by others: the
@@ -36,6 +36,10 @@ class CellLedger:
         self._charge[seq] = cells
         self._base[seq] = base
         self._overlap[seq] = {}
+
+    def grow(self, seq: int, cells: int) -> None:
+        """A running sequence reserves ``cells`` more for the tokens it generates next."""
+        self._charge[seq] += cells
 
     def share(self, src: int, dst: int, length: int) -> None:
         """``dst`` holds ``src``'s cells at positions ``[0, length)``."""

@@ -3,6 +3,8 @@
 Callers tokenize on their own thread and ``submit`` a ``Request``; from then on
 only the engine thread touches it.  Each step is plan, run, record, deliver:
 
+- ``_make_room`` gives running requests the KV cells their next tokens need,
+  preempting the newest when there are none (below);
 - ``plan_step`` (pure) picks one token for every decoding request, prefill
   chunks for new ones and admissions (see ``scheduler``), after ``KvSlots`` has
   matched waiting requests with the prefixes they can reuse;
@@ -20,6 +22,16 @@ decodes: the host's per-token work then costs no step time.  A stop string found
 that way ends its request one step late; the extra row it decoded is dropped.
 A finished request's cells become a prefix-cache entry or are freed at once, and
 never while a decode is in flight.
+
+A request is admitted with cells for its tokens and ``growth`` more, and given more as
+it generates, so ``max_tokens`` is a ceiling rather than a reservation.  When a running
+request needs cells and only running requests hold them, the one submitted last is
+preempted, as vLLM does: its cells are freed and it goes back to the head of the queue
+with what it generated, to be prefilled again (its stream sees only a pause).  The
+oldest running request is never preempted for a newer one, so it always progresses.
+Its sampler goes with it (a host sampler keeps its penalty window and random state; a
+device chain is attached afresh from its seed, so a preempted seeded request may
+continue differently than it would have alone).
 
 When a step would only decode one token for each running request, every one of them
 is plain (``decode_run.is_plain``: no per-token work that needs Python before the next
@@ -125,7 +137,10 @@ class Engine:
                 raise ModelClosedError("the model is closed; load it again")
             self._inbox.put((fn, future))
             self._interrupt.value = 1
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError as exc:
+            raise EngineError(f"the engine did not take the call within {timeout} s: one step is taking that long") from exc
 
     def close(self) -> None:
         """End every live request with ``ModelClosedError`` and join the thread."""
@@ -165,7 +180,7 @@ class Engine:
             # before the reap: a cancel after this point sets it again, and the run stops for it
             self._interrupt.value = 0
             self._reap(started)
-            plan = self._plan()
+            plan = self._plan(admit=self._make_room())
             if not plan.chunks:
                 self._deliver()
                 return
@@ -197,22 +212,60 @@ class Engine:
             self._undelivered.clear()
             self._text_stopped.clear()
 
-    def _plan(self) -> StepPlan:
+    def _plan(self, admit: bool) -> StepPlan:
         """Match waiting requests with reusable prefixes, free ids for all a step could
         admit (evicting cached prefixes they do not reuse), then plan; while the head of
-        the queue still lacks a slot or cells, evict another cached prefix and plan again."""
+        the queue still lacks a slot or cells, evict another cached prefix and plan again.
+        Without ``admit`` (a running request is short of cells) only the running are
+        planned: a request admitted then would be the first preempted."""
+        if not admit:
+            return plan_step(self._running, (), 0, 0, self._n_ctx, self._budget, self.kv.growth)
         self.kv.match(self._waiting, self._running)
         if self._waiting:  # the matches stay valid: the entries they reuse are spared
             self.kv.free_ids_for(self._waiting, len(self._running))
         while True:
-            plan = plan_step(self._running, self._waiting, self.kv.free_ids, self.kv.free_cells, self._n_ctx, self._budget)
+            plan = plan_step(self._running, self._waiting, self.kv.free_ids, self.kv.free_cells, self._n_ctx, self._budget, self.kv.growth)
             head = self._waiting[0] if self._waiting else None
             if head is None or head in plan.admitted or head.deferred:
                 return plan
-            short_of_room = self.kv.free_ids == 0 or head.cells_needed(self._n_ctx) > self.kv.free_cells
+            short_of_room = self.kv.free_ids == 0 or head.cells_needed(self._n_ctx, self.kv.growth) > self.kv.free_cells
             if not short_of_room or not self.kv.evict_for(head):  # (else it waits for this step's budget)
                 return plan
             self.kv.match(self._waiting, self._running)  # an eviction can take a source away
+
+    def _make_room(self) -> bool:
+        """Give each running request cells for its next tokens before the plan, oldest
+        first: more once fewer than a native run's longest are left (a run stops at the
+        first row out of them), and when one has none left and no entry or free cell can
+        give it any, preempt the request submitted last (perhaps itself) until it can grow.
+        False when some running request is short of cells."""
+        n_ctx, room = self._n_ctx, True
+        short = [r for r in self._running if r.reserved_end - r.n_computed < MAX_RUN_STEPS and r.reserved_end < r.limit_end(n_ctx)]
+        for request in sorted(short, key=lambda r: r.submitted_at):
+            headroom = request.reserved_end - request.n_computed
+            if request.status is not RequestStatus.RUNNING or self.kv.grow(request, n_ctx):
+                continue
+            room = False
+            while not headroom:
+                victim = max(self._running, key=lambda r: r.submitted_at)
+                self._preempt(victim)
+                if victim is request or self.kv.grow(request, n_ctx):
+                    break
+        return room
+
+    def _preempt(self, request: Request) -> None:
+        """Free a running request's cells and put it back in the queue, in arrival order
+        (admission keeps the queue so: it comes before every request never admitted), to
+        be prefilled again with what it generated."""
+        self._running.remove(request)
+        self._chooser.release(request)
+        self.kv.finish(request, keep=False)
+        request.status = RequestStatus.WAITING
+        request.seq_id, request.n_computed, request.reserved_end = -1, 0, 0
+        later = (i for i, waiting in enumerate(self._waiting) if waiting.submitted_at > request.submitted_at)
+        self._waiting.insert(next(later, len(self._waiting)), request)
+        self.stats.preemptions += 1
+        _log.info("preempted a request for KV cells after %d generated tokens", len(request.generated))
 
     def _take_inbox(self, block: bool) -> bool:
         """Move submissions into the waiting queue; False once shutdown arrives."""
@@ -254,7 +307,7 @@ class Engine:
             self.kv.admit(request, self._n_ctx)
             self._running.append(request)  # from here on _finish frees its id and cells
             request.status = RequestStatus.RUNNING
-            request.admitted_at = now
+            request.admitted_at = request.admitted_at or now  # (its first admission, if preempted since)
             self._chooser.place(request, running)
             request.plain = is_plain(request)
 
@@ -309,7 +362,8 @@ class Engine:
         if self._undelivered:  # (``overlap``) a plain request has no stop string: this ends no row
             self._deliver()
         requests = [chunk.request for chunk in plan.chunks]
-        max_steps = min(MAX_RUN_STEPS, *(min(r.config.max_tokens - len(r.generated), self._n_ctx - r.n_tokens) for r in requests))
+        max_steps = min(MAX_RUN_STEPS, *(min(r.config.max_tokens - len(r.generated), self._n_ctx - r.n_tokens, r.reserved_end - r.n_computed)
+                                         for r in requests))
         now = time.perf_counter()
         # a deadline (running or waiting) ends the run near it, so timeouts stay on time
         max_seconds = min([MAX_RUN_S, *(r.deadline - now for r in (*self._running, *self._waiting) if r.deadline is not None)])

@@ -1,7 +1,8 @@
 """The context's sequence ids and KV cells, and the prefix cache that lives in them.
 
-One owner for both: a request is admitted when a sequence id and the cells it may add
-are free, and those depend on what it can reuse.  With the prefix cache on:
+One owner for both: a request is admitted when a sequence id and the cells it needs
+now are free (those depend on what it can reuse), and a running one is given more cells
+``growth`` at a time as it generates (``grow``).  With the prefix cache on:
 
 - a request that ends well (stop or length) leaves its sequence in the cache as an
   entry (its token ids and cells) instead of freeing it; entries are evicted least
@@ -34,12 +35,16 @@ import numpy as np
 
 from ..types import CacheStats
 from .cells import CellLedger
+from .decode_run import MAX_RUN_STEPS
 from .handles import LlamaContext
 from .request import Request
 
 # A running request's prompt prefix shared with a waiting one is worth waiting for (the
 # waiting one is deferred) when at least this many of its tokens are still to compute.
 WAIT_FOR_PREFIX = 16
+# The fewest cells a request is given at a time for what it generates: a native run's
+# longest twice over, so a run is rarely cut short for want of cells.
+MIN_GROWTH = 2 * MAX_RUN_STEPS
 
 
 class KvSlots:
@@ -49,6 +54,9 @@ class KvSlots:
         self._prefix_cache = prefix_cache
         self._free_ids = list(range(n_slots - 1, -1, -1))
         self._ledger = CellLedger(ctx.n_ctx)
+        # one slot's share of the context: while every request stays within it, none is
+        # ever preempted; with one slot, a request reserves all it may generate at once
+        self.growth = max(MIN_GROWTH, ctx.n_ctx // n_slots)
         self._entries: OrderedDict[int, np.ndarray] = OrderedDict()  # seq id -> its token ids, oldest first
         self._hits = self._reused = self._evictions = 0
 
@@ -128,7 +136,9 @@ class KvSlots:
     def admit(self, request: Request, n_ctx: int) -> None:
         """Give ``request`` a sequence id holding its reused prefix, and its cells."""
         request.seq_id = self._free_ids.pop()
-        self._ledger.open(request.seq_id, request.reuse_len, request.cells_needed(n_ctx))
+        cells = request.cells_needed(n_ctx, self.growth)
+        request.reserved_end = request.reuse_len + cells
+        self._ledger.open(request.seq_id, request.reuse_len, cells)
         if request.reuse_from is not None and request.reuse_len > 0:
             self._ctx.copy_prefix(request.reuse_from, request.seq_id, request.reuse_len)
             self._ledger.share(request.reuse_from, request.seq_id, request.reuse_len)
@@ -136,6 +146,19 @@ class KvSlots:
                 self._entries.move_to_end(request.reuse_from)
             self._hits += 1
             self._reused += request.reuse_len
+
+    def grow(self, request: Request, n_ctx: int) -> bool:
+        """Reserve ``growth`` more cells for a running request (fewer near its
+        ``limit_end``), evicting least recently used entries for them; False when the
+        cells are held by running requests."""
+        cells = min(request.limit_end(n_ctx), request.reserved_end + self.growth) - request.reserved_end
+        while cells > self._ledger.free and self._entries:
+            self._evict(next(iter(self._entries)))
+        if cells > self._ledger.free:
+            return False
+        self._ledger.grow(request.seq_id, cells)
+        request.reserved_end += cells
+        return True
 
     def finish(self, request: Request, keep: bool) -> None:
         """A running request ended: its sequence becomes a cache entry (``keep``) or is freed."""

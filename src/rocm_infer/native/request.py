@@ -59,8 +59,9 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     seq_id: int = -1
     n_computed: int = 0
+    reserved_end: int = 0  # while running: its cells cover positions [0, reserved_end)
     generated: list[int] = field(default_factory=list)
-    host_sampler: HostSampler | None = None  # None while waiting, and when the device samples it
+    host_sampler: HostSampler | None = None  # set at its first admission; None when the device samples it
     plain: bool = False  # set at admission: its decode steps may run natively (``decode_run.is_plain``)
     # set before each plan while waiting (kv_slots.match): the prefix it would reuse
     reuse_from: int | None = None
@@ -114,12 +115,20 @@ class Request:
             return self.generated[start - n_prompt : end - n_prompt]
         return self.prompt[start:] + self.generated[: end - n_prompt]
 
-    def cells_needed(self, n_ctx: int) -> int:
-        """KV cells to reserve at admission: the prompt past its reused prefix plus every
-        token it may still generate, capped by the context (generation stops at its end)."""
+    def limit_end(self, n_ctx: int) -> int:
+        """The position its cells can never pass: the prompt plus every token it may still
+        generate, capped by the context (generation stops at its end); a classify request
+        only ever holds its prompt."""
         if self.kind is RequestKind.CLASSIFY:
-            return len(self.prompt) - self.reuse_len
-        return min(len(self.prompt) + self.config.max_tokens, n_ctx) - self.reuse_len
+            return len(self.prompt)
+        return min(len(self.prompt) + self.config.max_tokens, n_ctx)
+
+    def cells_needed(self, n_ctx: int, growth: int) -> int:
+        """KV cells to reserve at admission: its tokens past the reused prefix (the prompt,
+        and what it generated before a preemption) plus room for ``growth`` more, never
+        past ``limit_end``.  ``max_tokens`` is a ceiling, not a reservation: the rest is
+        reserved ``growth`` cells at a time as it generates (``KvSlots.grow``)."""
+        return min(self.limit_end(n_ctx), self.n_tokens + growth) - self.reuse_len
 
     def release(self, piece: bytes) -> tuple[str, bool]:
         """A token's bytes in: the text they release (held back while a character or a

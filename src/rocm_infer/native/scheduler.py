@@ -8,14 +8,15 @@ KV cache (``pending``), and each step gives them room in one batch of at most
    live streams keep their pace while long prompts are prefilled;
 2. running requests still prefilling get chunks from what budget is left;
 3. waiting requests are admitted in arrival order while a sequence slot is free
-   and the KV cells they may need fit: the whole prompt plus ``max_tokens``
-   (capped at the context) is *reserved* at admission.  Reservation, not
-   preemption: an admitted request can always run to its end, so a full cache
-   never forces work to be thrown away and recomputed; the price is that a
-   request asking for many tokens waits until its reservation fits.  Admission
-   stops at the first request that does not fit, so none is overtaken forever, and
-   at one deferred until a running request has computed the prefix it will reuse.
-   A waiting request's ``n_computed`` is the length of the prefix it will reuse.
+   and the KV cells they need now fit: their tokens plus ``growth`` more (capped by
+   ``max_tokens`` and the context: ``Request.cells_needed``).  ``max_tokens`` is a
+   ceiling, not a reservation, so one request asking for the whole context does not
+   hold every other back; a running request is given more cells as it generates, and
+   when none are left the newest is preempted and recomputed later (the engine's
+   ``_make_room``).  Admission stops at the first request that does not fit, so none
+   is overtaken forever, and at one deferred until a running request has computed the
+   prefix it will reuse.  A waiting request's ``n_computed`` is the length of the
+   prefix it will reuse.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def plan_step(
     free_cells: int,
     n_ctx: int,
     budget: int,
+    growth: int,
 ) -> StepPlan:
     chunks: list[Chunk] = []
     for request in running:
@@ -70,7 +72,7 @@ def plan_step(
             budget -= count
     admitted: list[Request] = []
     for request in waiting:
-        cells = request.cells_needed(n_ctx)
+        cells = request.cells_needed(n_ctx, growth)
         if request.deferred or free_slots == 0 or budget == 0 or cells > free_cells:
             break
         admitted.append(request)

@@ -27,6 +27,7 @@ class EngineStats:
     emit_s: float = 0.0
     device_sampled: int = 0
     host_sampled: int = 0
+    preemptions: int = 0  # running requests put back in the queue for want of KV cells
 
     @property
     def python_fraction(self) -> float:

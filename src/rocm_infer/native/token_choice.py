@@ -41,7 +41,10 @@ class TokenChooser:
         """Sample on the device where the policy wants it and it can (a chain on the
         request's sequence, taken off when it ends: ``release``), otherwise on the host.
         ``running``: the requests that will share the steps, this one included; a
-        request keeps its place until it ends."""
+        request keeps its place until it ends, or is preempted: then a host sampler stays
+        with it (its penalty window and random state), a device chain is attached again."""
+        if request.host_sampler is not None:
+            return
         config = request.config
         seed = resolve_seed(config)
         if self._device is not None:

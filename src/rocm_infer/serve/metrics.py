@@ -54,6 +54,7 @@ class EngineFigures:
     engine_steps: int | None = None
     engine_tokens: int | None = None
     engine_decode_s: float | None = None
+    engine_preemptions: int | None = None
     prefix_entries: int | None = None
     prefix_cells: int | None = None
     prefix_hits: int | None = None
@@ -124,6 +125,8 @@ class ServerMetrics:
         counters = [("engine_steps_total", "Engine decode steps.", engine.engine_steps),
                     ("engine_tokens_total", "Tokens fed to llama_decode (prompt and generated).", engine.engine_tokens),
                     ("engine_decode_seconds_total", "Time spent inside llama_decode.", engine.engine_decode_s),
+                    ("engine_preemptions_total", "Running requests put back in the queue for want of KV cells (recomputed later).",
+                     engine.engine_preemptions),
                     ("prefix_cache_hits_total", "Admissions that reused a cached prefix.", engine.prefix_hits),
                     ("prefix_cache_tokens_reused_total", "Prompt tokens not computed thanks to the prefix cache.", engine.prefix_tokens_reused)]
         for name, help_text, value in counters:

@@ -4,8 +4,9 @@ Where OpenAI and the engine differ, the choice is written down here:
 
 - ``max_tokens`` unset: 16 for completions (OpenAI's and vLLM's default) and, for chat,
   the context divided by the parallel slots (each of llama-server's slots holds that
-  much); the engine reserves prompt + max_tokens cells at admission, so "the rest of
-  the context" (vLLM's default) would let only one request run at a time.
+  much): with "the rest of the context" (vLLM's default) every request to a model that
+  rarely stops (a base model) would run until the context is full, the requests
+  preempting one another for its cells.
 - ``temperature`` unset: 1.0 and ``top_p`` 1.0, as OpenAI and vLLM.
 - ``seed``: any integer, taken modulo 2**32; choice ``i`` of ``n`` samples with
   ``seed + i``, so the choices differ and the same request gives the same choices.

@@ -149,5 +149,5 @@ class Runtime:
         engine, prefix = read.stats, read.cache
         return dataclasses.replace(
             figures, kv_cells_used=sum(read.occupancy.values()), engine_steps=engine.steps, engine_tokens=engine.tokens,
-            engine_decode_s=engine.decode_s, prefix_entries=prefix.entries, prefix_cells=prefix.cells_held, prefix_hits=prefix.hits,
+            engine_decode_s=engine.decode_s, engine_preemptions=engine.preemptions, prefix_entries=prefix.entries, prefix_cells=prefix.cells_held, prefix_hits=prefix.hits,
             prefix_tokens_reused=prefix.tokens_reused)
