@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 from hypothesis import given, settings, strategies as st
 
+from rocm_infer.native.decode_run import MAX_RUN_STEPS
 from rocm_infer.native.engine import Engine
 from rocm_infer.native.kv_slots import KvSlots
 from rocm_infer.native.request import Request, RequestStatus
@@ -81,23 +82,37 @@ def scenarios(draw):
         prompt = (prefix + draw(TOKENS))[: n_ctx - 1]
         plans.append(Plan(prompt, draw(st.integers(1, 80)), draw(st.integers(1, 80)), draw(st.integers(0, 12)),
                           draw(st.none() | st.integers(0, 30))))
-    return n_ctx, draw(st.integers(1, 5)), draw(st.integers(1, 48)), draw(st.integers(1, 8) | st.integers(1, 80)), draw(st.booleans()), plans
+    growth = draw(st.integers(1, 8) | st.integers(1, 80))
+    return n_ctx, draw(st.integers(1, 5)), draw(st.integers(1, 48)), growth, draw(st.booleans()), draw(st.booleans()), plans
 
 
 class Sim:
     """The engine's bookkeeping around ``Engine._make_room`` and ``Engine._plan``: admit, run,
-    apply, finish."""
+    apply, finish.  With ``runs``, a step that only decodes every running request becomes a
+    native run of as many steps as ``Request.steps_left`` allows (``Engine._decode_run``),
+    ending early where a request's stop comes."""
 
-    def __init__(self, n_ctx: int, slots: int, budget: int, growth: int, prefix_cache: bool) -> None:
+    def __init__(self, n_ctx: int, slots: int, budget: int, growth: int, prefix_cache: bool, runs: bool = False) -> None:
         self.cache = UnifiedCache(n_ctx)
         self.kv = KvSlots(self.cache, slots, prefix_cache)  # type: ignore[arg-type]
         self.kv.growth = growth
-        self._n_ctx, self._budget, self.slots = n_ctx, budget, slots
+        self._n_ctx, self._budget, self.slots, self._runs = n_ctx, budget, slots, runs
         self._running: list[Request] = []
         self._waiting: list[Request] = []
+        self.preempted: list[Request] = []
+        self._arrivals = itertools.count()
         self.engine = SimpleNamespace(kv=self.kv, _waiting=self._waiting, _running=self._running, _n_ctx=n_ctx, _budget=budget,
                                       _chooser=SimpleNamespace(release=lambda request: None), stats=EngineStats())
-        self.engine._preempt = lambda request: Engine._preempt(self.engine, request)
+        self.engine._preempt = self._preempt
+
+    def arrive(self, request: Request, now: int) -> None:
+        request.submitted_at = now + next(self._arrivals) * 1e-6  # distinct, as the engine's clock readings are
+        self._waiting.append(request)
+
+    def _preempt(self, request: Request) -> None:
+        assert not self.kv.cached_ids(), "a request preempted while a cached prefix could give up its cells"
+        self.preempted.append(request)
+        Engine._preempt(self.engine, request)
 
     def step(self, now: int) -> None:
         for request in [*self._running, *self._waiting]:
@@ -106,10 +121,14 @@ class Sim:
         room = Engine._make_room(self.engine)
         for request in self._running:  # the token each decodes next has its cell
             assert request.pending > 1 or request.n_computed < request.reserved_end, "a decode without a reserved cell"
+        arrivals = [r.submitted_at for r in self._waiting]
+        assert arrivals == sorted(arrivals), "the queue left arrival order"
         waiting_before = list(self._waiting)
         plan = Engine._plan(self.engine, room)
         admitted = list(plan.admitted)
-        # never admits past a free id; never reserves more cells than are free; in order
+        # never admits past a free id; never reserves more cells than are free; in order;
+        # nothing while a running request is short of cells
+        assert room or not admitted
         assert len(admitted) <= self.kv.free_ids
         assert self.kv.free_ids + len(self.kv.cached_ids()) + len(self._running) == self.slots
         assert sum(r.cells_needed(self._n_ctx, self.kv.growth) for r in admitted) <= self.kv.free_cells
@@ -125,20 +144,34 @@ class Sim:
             self.kv.admit(request, self._n_ctx)
             self._running.append(request)
             request.status = RequestStatus.RUNNING
+        steps = self._run_length(plan)
         for chunk in plan.chunks:
-            self.cache.fill(chunk.request.seq_id, chunk.start, chunk.count)
-            chunk.request.n_computed += chunk.count
+            count = steps or chunk.count
+            assert chunk.start + count <= chunk.request.reserved_end, "a token decoded past its request's cells"
+            self.cache.fill(chunk.request.seq_id, chunk.start, count)
+            chunk.request.n_computed += count
         assert self.cache.used <= self._n_ctx, "more cells filled than the context has"
         charged = self.kv.stats().cells_held + sum(self.kv._ledger.charge(r.seq_id) for r in self._running)
         assert self.cache.used <= charged <= self._n_ctx, "the ledger charges fewer cells than are filled"
         for chunk in plan.chunks:
             request = chunk.request
             if chunk.wants_logits and not request.status.finished:
-                request.generated.append(1)
+                request.generated.extend([1] * (steps or 1))
                 if len(request.generated) >= request.stops_after:
                     self.finish(request, RequestStatus.FINISHED_STOPPED)
                 elif len(request.generated) >= request.config.max_tokens or request.n_tokens >= self._n_ctx:
                     self.finish(request, RequestStatus.FINISHED_LENGTH)
+
+    def _run_length(self, plan) -> int:
+        """Steps of a native run, or 0 where the step is not one (``Engine._can_run``)."""
+        chunks = plan.chunks
+        if not self._runs or plan.admitted or not chunks or len(chunks) != len(self._running):
+            return 0
+        if not all(c.count == 1 and c.wants_logits for c in chunks):
+            return 0
+        requests = [c.request for c in chunks]
+        return min(MAX_RUN_STEPS, *(r.steps_left(self._n_ctx) for r in requests),
+                   *(r.stops_after - len(r.generated) for r in requests))
 
     def finish(self, request: Request, status: RequestStatus) -> None:
         if request in self._running:
@@ -152,8 +185,8 @@ class Sim:
 @settings(max_examples=200, deadline=None)
 @given(scenarios())
 def test_admission_never_over_reserves_never_overfills_and_never_starves(scenario):
-    n_ctx, slots, budget, growth, prefix_cache, plans = scenario
-    sim = Sim(n_ctx, slots, budget, growth, prefix_cache)
+    n_ctx, slots, budget, growth, prefix_cache, runs, plans = scenario
+    sim = Sim(n_ctx, slots, budget, growth, prefix_cache, runs)
     for plan in plans:
         plan.request = Request(list(plan.prompt), GenerateConfig(max_tokens=plan.max_tokens), queue.SimpleQueue())
         plan.request.stops_after = plan.stops_after  # type: ignore[attr-defined]
@@ -163,7 +196,7 @@ def test_admission_never_over_reserves_never_overfills_and_never_starves(scenari
     for now in range(bound):
         for plan in plans:
             if plan.arrives == now:
-                sim._waiting.append(plan.request)
+                sim.arrive(plan.request, now)
             if plan.cancel_at == now:
                 plan.request.cancel_event.set()
         sim.step(now)
@@ -177,22 +210,15 @@ def test_admission_never_over_reserves_never_overfills_and_never_starves(scenari
 
 
 def test_requests_that_each_need_the_whole_context_finish_one_after_another_by_preemption():
-    sim = Sim(n_ctx=64, slots=4, budget=16, growth=2, prefix_cache=False)
+    sim = Sim(n_ctx=64, slots=4, budget=16, growth=2, prefix_cache=False, runs=True)
     requests = [Request(list(range(i, i + 10)), GenerateConfig(max_tokens=60), queue.SimpleQueue()) for i in range(4)]
-    preempted: list[Request] = []
-
-    def preempt(request: Request) -> None:
-        preempted.append(request)
-        Engine._preempt(sim.engine, request)
-
-    sim.engine._preempt = preempt
     for request in requests:
         request.stops_after = 100  # type: ignore[attr-defined]
-        sim._waiting.append(request)
+        sim.arrive(request, 0)
     for now in range(4 * 64 * 2):
         sim.step(now)
         if all(r.status.finished for r in requests):
             break
     assert all(r.status is RequestStatus.FINISHED_LENGTH and len(r.generated) == 64 - 10 for r in requests)
-    assert preempted and requests[0] not in preempted  # the oldest gives way to none
+    assert sim.preempted and requests[0] not in sim.preempted  # the oldest gives way to none
     assert sim.cache.used == 0 and sim.kv.free_cells == 64

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import math
+import queue
 
 import numpy as np
 import pytest
 
 from rocm_infer.native.bindings import lib
+from rocm_infer.native.device_sampling import DevicePolicy
 from rocm_infer.native.host_sampling import HostSampler, RowSampler
+from rocm_infer.native.request import Request
 from rocm_infer.native.sampling import chain_plan
+from rocm_infer.native.token_choice import TokenChooser
 from rocm_infer.types import GenerateConfig
 
 DRAWS = 12_000
@@ -269,3 +273,15 @@ def test_a_penalty_applies_to_the_row_its_row_id_picks():
     tokens = RowSampler(4).sample(rows, [HostSampler(0.0), penalised], row_ids=[0, 1])
     assert tokens.tolist() == [3, 2]  # row 1's token 0 (2.0) penalised to 1.0, below 1.9
     assert np.allclose(rows[1], [1.0, -1.0, 1.9, 0.5]) and rows[0].tolist() == [0.0, 0.0, 0.0, 3.0]
+
+
+def test_a_preempted_request_keeps_its_host_sampler_when_admitted_again():
+    chooser = TokenChooser(None, 64, DevicePolicy.OFF)  # type: ignore[arg-type]  # placing touches no context
+    request = Request([1, 2, 3], GenerateConfig(max_tokens=8, temperature=0.8, repeat_penalty=1.2, seed=5), queue.SimpleQueue())
+    chooser.place(request, running=1)
+    sampler = request.host_sampler
+    assert sampler is not None
+    sampler.accept(7)  # its penalty window and random state move on as it generates
+    chooser.release(request)  # preempted ...
+    chooser.place(request, running=2)  # ... and admitted again
+    assert request.host_sampler is sampler

@@ -36,7 +36,7 @@ def test_long_prompt_is_chunked_and_logits_only_at_its_end():
     assert plan.chunks[0].count == 6 and plan.chunks[0].wants_logits
 
 
-def test_admission_reserves_prompt_plus_max_tokens_and_keeps_order():
+def test_admission_with_a_large_growth_reserves_prompt_plus_max_tokens_and_keeps_order():
     first, second, third = make(10, max_tokens=50), make(10, max_tokens=500), make(1, max_tokens=1)
     plan = plan_step([], [first, second, third], free_slots=8, free_cells=100, n_ctx=1000, budget=512, growth=1000)
     # second needs 510 cells and does not fit; third fits but must not overtake it

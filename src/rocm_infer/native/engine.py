@@ -25,9 +25,10 @@ never while a decode is in flight.
 
 A request is admitted with cells for its tokens and ``growth`` more, and given more as
 it generates, so ``max_tokens`` is a ceiling rather than a reservation.  When a running
-request needs cells and only running requests hold them, the one submitted last is
-preempted, as vLLM does: its cells are freed and it goes back to the head of the queue
-with what it generated, to be prefilled again (its stream sees only a pause).  The
+request has no cell left for its next token and running requests hold all the others,
+the one submitted last is preempted, as vLLM does: its cells are freed and it goes back
+into the queue (in arrival order, so ahead of every request never admitted) with what it
+generated, to be prefilled again (its stream sees only a pause).  The
 oldest running request is never preempted for a newer one, so it always progresses.
 Its sampler goes with it (a host sampler keeps its penalty window and random state; a
 device chain is attached afresh from its seed, so a preempted seeded request may
@@ -140,6 +141,8 @@ class Engine:
         try:
             return future.result(timeout)
         except TimeoutError as exc:
+            if future.done():  # ``fn``'s own
+                raise
             raise EngineError(f"the engine did not take the call within {timeout} s: one step is taking that long") from exc
 
     def close(self) -> None:
@@ -198,8 +201,7 @@ class Engine:
             self.stats.step_s += time.perf_counter() - started
         except NoKvSlotError as exc:  # the failed decode changed nothing: the step's newest request gives way
             assert plan is not None
-            # the last admitted (a step admits several at one time: the plan lists them in order)
-            newest = max(reversed([chunk.request for chunk in plan.chunks]), key=lambda r: r.admitted_at)
+            newest = max((chunk.request for chunk in plan.chunks), key=lambda r: r.submitted_at)
             _log.warning("%s; ending the step's newest request, the others retry", exc)
             self._finish(newest, RequestStatus.FINISHED_ERROR, OutOfMemoryError(
                 f"no free KV cells for this request ({exc}); the context is shared with the other requests"))
@@ -236,21 +238,22 @@ class Engine:
     def _make_room(self) -> bool:
         """Give each running request cells for its next tokens before the plan, oldest
         first: more once fewer than a native run's longest are left (a run stops at the
-        first row out of them), and when one has none left and no entry or free cell can
-        give it any, preempt the request submitted last (perhaps itself) until it can grow.
-        False when some running request is short of cells."""
+        first row out of them), and when one has no cell for its next token and no entry
+        or free cell can give it one, preempt the request submitted last (perhaps itself)
+        until it has one.  False when some running request got fewer cells than it asked
+        for: then nothing is admitted, since the next admitted would be the first preempted."""
         n_ctx, room = self._n_ctx, True
         short = [r for r in self._running if r.reserved_end - r.n_computed < MAX_RUN_STEPS and r.reserved_end < r.limit_end(n_ctx)]
         for request in sorted(short, key=lambda r: r.submitted_at):
-            headroom = request.reserved_end - request.n_computed
             if request.status is not RequestStatus.RUNNING or self.kv.grow(request, n_ctx):
                 continue
             room = False
-            while not headroom:
+            while request.reserved_end == request.n_computed:
                 victim = max(self._running, key=lambda r: r.submitted_at)
                 self._preempt(victim)
-                if victim is request or self.kv.grow(request, n_ctx):
+                if victim is request:
                     break
+                self.kv.grow(request, n_ctx)
         return room
 
     def _preempt(self, request: Request) -> None:
@@ -262,6 +265,7 @@ class Engine:
         self.kv.finish(request, keep=False)
         request.status = RequestStatus.WAITING
         request.seq_id, request.n_computed, request.reserved_end = -1, 0, 0
+        request.reuse_from, request.reuse_len, request.deferred = None, 0, False  # (``match`` sets them again)
         later = (i for i, waiting in enumerate(self._waiting) if waiting.submitted_at > request.submitted_at)
         self._waiting.insert(next(later, len(self._waiting)), request)
         self.stats.preemptions += 1
@@ -348,7 +352,8 @@ class Engine:
         each running request, each is plain, and nothing new came in (``interrupt`` was
         reset before the reap: a put after that sets it, one before is in the inbox).
         Requests left waiting wait for cells or a slot, which only an ending request (that
-        ends the run) frees."""
+        ends the run) frees, or for running requests to be given cells they lacked, which
+        only a later step's ``_make_room`` does (a row short of cells ends the run)."""
         if not self._decode_runs or plan.admitted or len(plan.chunks) != len(self._running):
             return False
         if not all(c.request.plain and c.count == 1 and c.wants_logits for c in plan.chunks):
@@ -362,8 +367,7 @@ class Engine:
         if self._undelivered:  # (``overlap``) a plain request has no stop string: this ends no row
             self._deliver()
         requests = [chunk.request for chunk in plan.chunks]
-        max_steps = min(MAX_RUN_STEPS, *(min(r.config.max_tokens - len(r.generated), self._n_ctx - r.n_tokens, r.reserved_end - r.n_computed)
-                                         for r in requests))
+        max_steps = min(MAX_RUN_STEPS, *(r.steps_left(self._n_ctx) for r in requests))
         now = time.perf_counter()
         # a deadline (running or waiting) ends the run near it, so timeouts stay on time
         max_seconds = min([MAX_RUN_S, *(r.deadline - now for r in (*self._running, *self._waiting) if r.deadline is not None)])

@@ -140,8 +140,8 @@ class LlamaContext(_OwnedPointer):
         A GPU backend returns once the work is queued (the outputs are read after
         ``wait``), so the host can do other work meanwhile; the CPU backend returns when
         it is done.  Return codes (llama.h): 1 = no KV slot for the batch, 2 = aborted,
-        -1 = invalid batch, < -1 = fatal.  The scheduler reserves cells before admitting
-        work, so any non-zero code here is a real fault (and nothing is left running).
+        -1 = invalid batch, < -1 = fatal.  The engine reserves every decode's cells
+        beforehand, so any non-zero code here is a real fault (and nothing is left running).
         """
         check_decode(self._llama.llama_decode(self.ptr, batch))
 

@@ -149,16 +149,16 @@ class KvSlots:
 
     def grow(self, request: Request, n_ctx: int) -> bool:
         """Reserve ``growth`` more cells for a running request (fewer near its
-        ``limit_end``), evicting least recently used entries for them; False when the
-        cells are held by running requests."""
-        cells = min(request.limit_end(n_ctx), request.reserved_end + self.growth) - request.reserved_end
-        while cells > self._ledger.free and self._entries:
+        ``limit_end``), evicting least recently used entries for them; where running
+        requests hold the rest, it takes the cells that are free.  False when it got
+        fewer than it asked for."""
+        wanted = min(request.limit_end(n_ctx), request.reserved_end + self.growth) - request.reserved_end
+        while wanted > self._ledger.free and self._entries:
             self._evict(next(iter(self._entries)))
-        if cells > self._ledger.free:
-            return False
+        cells = min(wanted, self._ledger.free)
         self._ledger.grow(request.seq_id, cells)
         request.reserved_end += cells
-        return True
+        return cells == wanted
 
     def finish(self, request: Request, keep: bool) -> None:
         """A running request ended: its sequence becomes a cache entry (``keep``) or is freed."""

@@ -123,6 +123,10 @@ class Request:
             return len(self.prompt)
         return min(len(self.prompt) + self.config.max_tokens, n_ctx)
 
+    def steps_left(self, n_ctx: int) -> int:
+        """Decode steps it may take before it ends by length or needs more cells."""
+        return min(self.config.max_tokens - len(self.generated), n_ctx - self.n_tokens, self.reserved_end - self.n_computed)
+
     def cells_needed(self, n_ctx: int, growth: int) -> int:
         """KV cells to reserve at admission: its tokens past the reused prefix (the prompt,
         and what it generated before a preemption) plus room for ``growth`` more, never

@@ -1,8 +1,8 @@
 """Choosing each step's tokens: where a request is sampled, and sampling a whole step.
 
-A request is placed once, at admission: a device chain on its sequence when the policy
-wants it there and llama.cpp accepts the chain (``device_sampling``), otherwise a host
-sampler (``host_sampling``).  A step's device rows are read back as tokens and its host
+A request is placed at admission: a device chain on its sequence when the policy wants it
+there and llama.cpp accepts the chain (``device_sampling``), otherwise a host sampler
+(``host_sampling``); a preempted request is placed again when it is admitted again.  A step's device rows are read back as tokens and its host
 rows are sampled together from the logits, which llama.cpp copies to the host only when
 some row of the step needs them.
 """
