@@ -23,7 +23,8 @@
 # in-process library, 1/16/64 streaming clients, greedy and sampled) and
 # `python -m rocm_infer.bench.prefix` (a shared 1,500-token prefix, a 4-turn chat, few-shot
 # classify, one system prompt for 16 requests; in-process with and without the cache,
-# llama-server with its cache).  Its FastAPI stack travels as wheels in .gpu/wheels-serve
+# llama-server with its cache) and `benchmarks/preemption.py` (16 streams with a generous
+# max_tokens; a short request behind one asking for the whole context).  Its FastAPI stack travels as wheels in .gpu/wheels-serve
 # (pydantic-core built for the machine's Python 3.12), installed only for this part.
 #
 # The environment narrows a run to what the device time allows: GPU_BENCH_ONLY (tiny,llama8b; or serve),
@@ -100,6 +101,9 @@ run() {
     $py -m rocm_infer.bench.prefix --model "$models/llama8b.gguf" --out "$out/prefix.json" > "$out/prefix.md" \
       2> "$out/prefix.log" || { tail -20 "$out/prefix.log"; failed=1; }
     stamp "prefix workloads done"
+    $py benchmarks/preemption.py --model "$models/llama8b.gguf" > "$out/preemption.json" 2> "$out/preemption.log" ||
+      { tail -20 "$out/preemption.log"; failed=1; }
+    stamp "preemption workloads done"
   fi
   if [[ ",$only," == *,tiny,* ]]; then
     $py scripts/make_random_model.py --preset tiny --vocab-from "$vocab" --out "$models/tiny.gguf"
