@@ -29,6 +29,7 @@ def test_a_shared_prefix_is_paid_once_and_outlives_its_first_owner():
     ledger.open(1, base=20, cells=15)  # reuses 20, may add 15
     ledger.share(0, 1, 20)
     assert ledger.free == 100 - 30 - 15
+    assert ledger.freeable(0) == 10
     assert ledger.release(0) == 10  # cells 20..29 were only its own; 0..19 stay with seq 1
     assert ledger.charge(1) == 35
     ledger.settle(1, end=28)  # seq 1 filled 20..27 and now owns 0..27
@@ -47,8 +48,22 @@ def test_copies_of_copies_share_transitively():
     for seq, end in ((1, 110), (2, 130)):
         ledger.settle(seq, end)
     assert ledger.free == 1000 - 100 - 50 - 50
-    freed = [ledger.release(seq) for seq in (0, 1, 2)]
+    freed = []
+    for seq in (0, 1, 2):
+        expected = ledger.freeable(seq)
+        freed.append(ledger.release(seq))
+        assert freed[-1] == expected
     assert sum(freed) == 200 and ledger.free == 1000  # 100 + 50 + 50 cells, each freed once
+
+
+def test_an_entry_whose_cells_all_live_on_in_another_sequence_frees_none():
+    ledger = CellLedger(100)
+    ledger.open(0, base=0, cells=20)
+    ledger.settle(0, end=20)  # a cached system prompt
+    ledger.open(1, base=20, cells=30)
+    ledger.share(0, 1, 20)  # a running request holds all of it
+    assert ledger.freeable(0) == 0 and ledger.freeable(1) == 30
+    assert ledger.release(0) == 0 and ledger.free == 50 and ledger.charge(1) == 50  # seq 1 now pays for them
 
 
 def test_releasing_in_any_order_frees_every_cell_once():

@@ -110,7 +110,8 @@ class Sim:
         self._waiting.append(request)
 
     def _preempt(self, request: Request) -> None:
-        assert not self.kv.cached_ids(), "a request preempted while a cached prefix could give up its cells"
+        ledger = self.kv._ledger
+        assert not any(ledger.freeable(seq) for seq in self.kv.cached_ids()), "a request preempted while a cached prefix could free cells"
         self.preempted.append(request)
         Engine._preempt(self.engine, request)
 

@@ -53,6 +53,13 @@ class CellLedger:
         cells it really filled, ``[base, end)``, and its unused reservation is returned."""
         self._charge[seq] = max(0, end - self._base[seq])
 
+    def freeable(self, seq: int) -> int:
+        """The cells ``release(seq)`` would free: its charge, less the part of its run that
+        another sequence still holds."""
+        overlaps = self._overlap[seq]
+        held = max(overlaps.values(), default=0)
+        return self._charge[seq] - max(0, held - self._base[seq])
+
     def release(self, seq: int) -> int:
         """Forget ``seq``; returns the cells this frees."""
         overlaps = self._overlap.pop(seq)

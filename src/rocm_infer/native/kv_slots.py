@@ -149,12 +149,16 @@ class KvSlots:
 
     def grow(self, request: Request, n_ctx: int) -> bool:
         """Reserve ``growth`` more cells for a running request (fewer near its
-        ``limit_end``), evicting least recently used entries for them; where running
-        requests hold the rest, it takes the cells that are free.  False when it got
-        fewer than it asked for."""
+        ``limit_end``), evicting least recently used entries for them (only those that free
+        cells: an entry whose cells running requests share, a common system prompt, stays
+        for the requests to come); where running requests hold the rest, it takes the cells
+        that are free.  False when it got fewer than it asked for."""
         wanted = min(request.limit_end(n_ctx), request.reserved_end + self.growth) - request.reserved_end
-        while wanted > self._ledger.free and self._entries:
-            self._evict(next(iter(self._entries)))
+        while wanted > self._ledger.free:
+            victim = next((seq for seq in self._entries if self._ledger.freeable(seq)), None)
+            if victim is None:
+                break
+            self._evict(victim)
         cells = min(wanted, self._ledger.free)
         self._ledger.grow(request.seq_id, cells)
         request.reserved_end += cells
