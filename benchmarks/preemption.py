@@ -25,6 +25,7 @@ from rocm_infer.build import package_commit
 
 
 def generous_ceiling(model: ri.TextModel, streams: int, take: int, ceiling: int) -> float:
+    """Tokens/s of ``streams`` requests each asking ``ceiling`` tokens, closed after ``take``."""
     counts = [0] * streams
 
     def read(index: int) -> None:
@@ -45,6 +46,7 @@ def generous_ceiling(model: ri.TextModel, streams: int, take: int, ceiling: int)
 
 
 def short_behind_long(model: ri.TextModel) -> float:
+    """Seconds for 8 tokens asked for once a request for the whole context has its first."""
     with model.generate("Story number 0: once upon a time there was a", max_tokens=10**6, ignore_eos=True) as long:
         next(iter(long))
         started = time.perf_counter()

@@ -24,8 +24,9 @@
 # `python -m rocm_infer.bench.prefix` (a shared 1,500-token prefix, a 4-turn chat, few-shot
 # classify, one system prompt for 16 requests; in-process with and without the cache,
 # llama-server with its cache) and `benchmarks/preemption.py` (16 streams with a generous
-# max_tokens; a short request behind one asking for the whole context).  Its FastAPI stack travels as wheels in .gpu/wheels-serve
-# (pydantic-core built for the machine's Python 3.12), installed only for this part.
+# max_tokens; a short request behind one asking for the whole context).  Its FastAPI stack
+# travels as wheels in .gpu/wheels-serve (pydantic-core built for the machine's Python
+# 3.12), installed only for this part.
 #
 # The environment narrows a run to what the device time allows: GPU_BENCH_ONLY (tiny,llama8b; or serve),
 # GPU_BENCH_STREAMS (1,4,16,64), GPU_BENCH_CONTENDERS (the tiny run's, default all five),

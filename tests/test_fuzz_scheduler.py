@@ -104,6 +104,13 @@ class Sim:
         self.engine = SimpleNamespace(kv=self.kv, _waiting=self._waiting, _running=self._running, _n_ctx=n_ctx, _budget=budget,
                                       _chooser=SimpleNamespace(release=lambda request: None), stats=EngineStats())
         self.engine._preempt = self._preempt
+        self._granted_all = True  # every growth this step got all it asked for
+        self.kv.grow = self._grow  # type: ignore[method-assign]
+
+    def _grow(self, request: Request, n_ctx: int) -> bool:
+        whole = KvSlots.grow(self.kv, request, n_ctx)
+        self._granted_all &= whole
+        return whole
 
     def arrive(self, request: Request, now: int) -> None:
         request.submitted_at = now + next(self._arrivals) * 1e-6  # distinct, as the engine's clock readings are
@@ -119,7 +126,9 @@ class Sim:
         for request in [*self._running, *self._waiting]:
             if request.cancel_event.is_set():
                 self.finish(request, RequestStatus.FINISHED_CANCELLED)
+        self._granted_all, preempted_before = True, len(self.preempted)
         room = Engine._make_room(self.engine)
+        short = not self._granted_all or len(self.preempted) > preempted_before
         for request in self._running:  # the token each decodes next has its cell
             assert request.pending > 1 or request.n_computed < request.reserved_end, "a decode without a reserved cell"
         arrivals = [r.submitted_at for r in self._waiting]
@@ -129,7 +138,7 @@ class Sim:
         admitted = list(plan.admitted)
         # never admits past a free id; never reserves more cells than are free; in order;
         # nothing while a running request is short of cells
-        assert room or not admitted
+        assert not short or not admitted
         assert len(admitted) <= self.kv.free_ids
         assert self.kv.free_ids + len(self.kv.cached_ids()) + len(self._running) == self.slots
         assert sum(r.cells_needed(self._n_ctx, self.kv.growth) for r in admitted) <= self.kv.free_cells
@@ -223,3 +232,26 @@ def test_requests_that_each_need_the_whole_context_finish_one_after_another_by_p
     assert all(r.status is RequestStatus.FINISHED_LENGTH and len(r.generated) == 64 - 10 for r in requests)
     assert sim.preempted and requests[0] not in sim.preempted  # the oldest gives way to none
     assert sim.cache.used == 0 and sim.kv.free_cells == 64
+
+
+def test_growth_spares_a_cached_prefix_that_running_requests_share():
+    cache = UnifiedCache(64)
+    kv = KvSlots(cache, 3, prefix_cache=True)  # type: ignore[arg-type]
+    kv.growth = 8
+
+    def run(prompt: list[int], max_tokens: int) -> Request:
+        request = Request(prompt, GenerateConfig(max_tokens=max_tokens), queue.SimpleQueue())
+        kv.match([request], [])
+        kv.admit(request, 64)
+        cache.fill(request.seq_id, request.reuse_len, len(prompt) - request.reuse_len)
+        request.n_computed = len(prompt)
+        return request
+
+    system = run([7] * 20, max_tokens=1)
+    kv.finish(system, keep=True)  # a cached system prompt, 20 cells
+    user = run([7] * 20 + [2] * 30, max_tokens=40)  # holds all of it, and its own 30
+    run([3] * 11, max_tokens=40)  # reserves 12 cells: all the rest but one
+    assert kv.free_cells == 1 and kv.cached_ids() == {system.seq_id}
+    assert not kv.grow(user, 64)  # short: evicting the entry would free no cell
+    assert kv.cached_ids() == {system.seq_id} and kv.stats().evictions == 0
+    assert user.reserved_end == 51 + 1  # it took the free one

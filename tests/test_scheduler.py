@@ -46,8 +46,8 @@ def test_admission_with_a_large_growth_reserves_prompt_plus_max_tokens_and_keeps
 def test_max_tokens_past_the_growth_is_a_ceiling_not_a_reservation():
     long, short = make(10, max_tokens=900), make(10, max_tokens=8)
     plan = plan_step([], [long, short], free_slots=8, free_cells=100, n_ctx=1000, budget=512, growth=64)
-    assert plan.admitted == (long, short)  # 10 + 64 and 10 + 8 cells
-    assert long.cells_needed(n_ctx=1000, growth=64) == 74
+    assert plan.admitted == (long, short)  # up to position 64 (its prompt counted in it), and 10 + 8
+    assert long.cells_needed(n_ctx=1000, growth=64) == 64 and short.cells_needed(n_ctx=1000, growth=64) == 18
 
 
 def test_reservation_is_capped_by_the_context_and_counts_what_was_generated():
@@ -55,7 +55,7 @@ def test_reservation_is_capped_by_the_context_and_counts_what_was_generated():
     assert request.cells_needed(n_ctx=256, growth=1000) == 256
     request.generated = [1] * 100  # preempted after 100 tokens: they are prefilled again
     request.reuse_len = 6
-    assert request.cells_needed(n_ctx=256, growth=64) == 110 + 64 - 6
+    assert request.cells_needed(n_ctx=256, growth=64) == 110 + 1 - 6  # past its share: its tokens and one more
 
 
 def test_slots_and_budget_limit_admission():

@@ -54,14 +54,17 @@ class CellLedger:
         self._charge[seq] = max(0, end - self._base[seq])
 
     def freeable(self, seq: int) -> int:
-        """The cells ``release(seq)`` would free: its charge, less the part of its run that
-        another sequence still holds."""
-        overlaps = self._overlap[seq]
-        held = max(overlaps.values(), default=0)
-        return self._charge[seq] - max(0, held - self._base[seq])
+        """The cells ``release(seq)`` would free."""
+        return self._charge[seq] - self._held_of_own_run(seq)
+
+    def _held_of_own_run(self, seq: int) -> int:
+        """Cells of ``seq``'s own run ``[base, ...)`` that another sequence also holds: the
+        one holding the most inherits them when ``seq`` goes."""
+        return max(0, max(self._overlap[seq].values(), default=0) - self._base[seq])
 
     def release(self, seq: int) -> int:
         """Forget ``seq``; returns the cells this frees."""
+        moved = self._held_of_own_run(seq)  # cells of [base, held) that seq owned and the heir still holds
         overlaps = self._overlap.pop(seq)
         charge = self._charge.pop(seq)
         base = self._base.pop(seq)
@@ -74,7 +77,6 @@ class CellLedger:
         # part ends, so that its run stays contiguous once it inherits
         candidates = [other for other, common in overlaps.items() if common == held]
         heir = next((other for other in candidates if self._base[other] <= held), candidates[0])
-        moved = max(0, held - base)  # cells of [base, held) that seq owned and heir still holds
         if moved:
             self._charge[heir] += moved
             self._base[heir] = min(self._base[heir], base)

@@ -141,8 +141,8 @@ class Engine:
         try:
             return future.result(timeout)
         except TimeoutError as exc:
-            if future.done():  # ``fn``'s own
-                raise
+            if future.done():  # it ended as the wait did (or ``fn`` raised it: then so does this)
+                return future.result()
             raise EngineError(f"the engine did not take the call within {timeout} s: one step is taking that long") from exc
 
     def close(self) -> None:

@@ -54,8 +54,9 @@ class KvSlots:
         self._prefix_cache = prefix_cache
         self._free_ids = list(range(n_slots - 1, -1, -1))
         self._ledger = CellLedger(ctx.n_ctx)
-        # one slot's share of the context: while every request stays within it, none is
-        # ever preempted; with one slot, a request reserves all it may generate at once
+        # one slot's share of the context: while every request stays within it (prompt
+        # included), none is ever preempted; with one slot, a request reserves all it may
+        # generate at once
         self.growth = max(MIN_GROWTH, ctx.n_ctx // n_slots)
         self._entries: OrderedDict[int, np.ndarray] = OrderedDict()  # seq id -> its token ids, oldest first
         self._hits = self._reused = self._evictions = 0

@@ -128,11 +128,13 @@ class Request:
         return min(self.config.max_tokens - len(self.generated), n_ctx - self.n_tokens, self.reserved_end - self.n_computed)
 
     def cells_needed(self, n_ctx: int, growth: int) -> int:
-        """KV cells to reserve at admission: its tokens past the reused prefix (the prompt,
-        and what it generated before a preemption) plus room for ``growth`` more, never
+        """KV cells to reserve at admission, past its reused prefix: positions up to
+        ``growth`` (one slot's share of the context, its tokens counted in it, so that a
+        full set of slots with short prompts fits at once), or its tokens (the prompt, and
+        what it generated before a preemption) and one more where they pass that; never
         past ``limit_end``.  ``max_tokens`` is a ceiling, not a reservation: the rest is
         reserved ``growth`` cells at a time as it generates (``KvSlots.grow``)."""
-        return min(self.limit_end(n_ctx), self.n_tokens + growth) - self.reuse_len
+        return min(self.limit_end(n_ctx), max(growth, self.n_tokens + 1)) - self.reuse_len
 
     def release(self, piece: bytes) -> tuple[str, bool]:
         """A token's bytes in: the text they release (held back while a character or a
