@@ -104,6 +104,7 @@ class Sim:
         self.engine = SimpleNamespace(kv=self.kv, _waiting=self._waiting, _running=self._running, _n_ctx=n_ctx, _budget=budget,
                                       _chooser=SimpleNamespace(release=lambda request: None), stats=EngineStats())
         self.engine._preempt = self._preempt
+        self.engine._leave_running = lambda request, keep: Engine._leave_running(self.engine, request, keep)
         self._granted_all = True  # every growth this step got all it asked for
         self.kv.grow = self._grow  # type: ignore[method-assign]
 

@@ -23,7 +23,8 @@ that way ends its request one step late; the extra row it decoded is dropped.
 A finished request's cells become a prefix-cache entry or are freed at once, and
 never while a decode is in flight.
 
-A request is admitted with cells for its tokens and ``growth`` more, and given more as
+A request is admitted with cells up to ``growth`` (one slot's share of the context, its
+prompt counted in it; ``Request.cells_needed``), and given ``growth`` more at a time as
 it generates, so ``max_tokens`` is a ceiling rather than a reservation.  When a running
 request has no cell left for its next token and running requests hold all the others,
 the one submitted last is preempted, as vLLM does: its cells are freed and it goes back
@@ -56,6 +57,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError  # the builtin only from 3.11
 from typing import Any, TypeVar
 
 import numpy as np
@@ -140,7 +142,7 @@ class Engine:
             self._interrupt.value = 1
         try:
             return future.result(timeout)
-        except TimeoutError as exc:
+        except FutureTimeoutError as exc:
             if future.done():  # it ended as the wait did (or ``fn`` raised it: then so does this)
                 return future.result()
             raise EngineError(f"the engine did not take the call within {timeout} s: one step is taking that long") from exc
@@ -260,9 +262,7 @@ class Engine:
         """Free a running request's cells and put it back in the queue, in arrival order
         (admission keeps the queue so: it comes before every request never admitted), to
         be prefilled again with what it generated."""
-        self._running.remove(request)
-        self._chooser.release(request)
-        self.kv.finish(request, keep=False)
+        self._leave_running(request, keep=False)
         request.status = RequestStatus.WAITING
         request.seq_id, request.n_computed, request.reserved_end = -1, 0, 0
         request.reuse_from, request.reuse_len, request.deferred = None, 0, False  # (``match`` sets them again)
@@ -503,13 +503,17 @@ class Engine:
         """Take an ended request out of the running set and free its cells (or keep them
         as a prefix-cache entry); its ``Finished`` follows its last text."""
         if request in self._running:
-            self._running.remove(request)
-            self._chooser.release(request)
-            self.kv.finish(request, keep=status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH))
+            self._leave_running(request, keep=status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_LENGTH))
         elif request in self._waiting:
             self._waiting.remove(request)
         request.status = status
         request.error = error
+
+    def _leave_running(self, request: Request, keep: bool) -> None:
+        """Its device chain off its sequence, and its cells freed or kept as a cache entry."""
+        self._running.remove(request)
+        self._chooser.release(request)
+        self.kv.finish(request, keep=keep)
 
     def _finish(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:
         """End a request now (unless it has ended already): its cells are freed, the text

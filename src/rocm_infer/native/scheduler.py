@@ -8,8 +8,9 @@ KV cache (``pending``), and each step gives them room in one batch of at most
    live streams keep their pace while long prompts are prefilled;
 2. running requests still prefilling get chunks from what budget is left;
 3. waiting requests are admitted in arrival order while a sequence slot is free
-   and the KV cells they need now fit: their tokens plus ``growth`` more (capped by
-   ``max_tokens`` and the context: ``Request.cells_needed``).  ``max_tokens`` is a
+   and the KV cells they need now fit: up to ``growth`` positions (one slot's share,
+   the prompt counted in it), or their tokens and one more where they pass it, capped by
+   prompt + ``max_tokens`` and the context (``Request.cells_needed``).  ``max_tokens`` is a
    ceiling, not a reservation, so one request asking for the whole context does not
    hold every other back; a running request is given more cells as it generates, and
    when none are left the newest is preempted and recomputed later (the engine's

@@ -28,6 +28,7 @@ need more (each may fill the context): split it, or raise ``--max-request-bytes`
 
 from __future__ import annotations
 
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -88,13 +89,11 @@ class LimitRequestBody:
 def _content_length(scope: Scope) -> int | None:
     """The declared length; None where there is none (a malformed one never reaches the
     app: uvicorn answers 400 itself)."""
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = Headers(scope=scope).get("content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
