@@ -156,6 +156,8 @@ GENERATE_OPTIONS = [
     ("min_p", 1.1), ("min_p", NAN),
     ("repeat_penalty", 0), ("repeat_penalty", -1.0), ("repeat_penalty", INF),
     ("repeat_last_n", -1), ("repeat_last_n", 2**31),
+    ("frequency_penalty", NAN), ("frequency_penalty", "1"), ("presence_penalty", INF), ("presence_penalty", None),
+    ("logit_bias", {-1: 1.0}), ("logit_bias", {1: INF}), ("logit_bias", [5]),
     ("stop", 123), ("stop", ("",)), ("stop", (None,)), ("stop", ("fine", "bad \ud800")),
     ("stop_tokens", 5), ("stop_tokens", (-1,)), ("stop_tokens", ("a",)),
     ("seed", -1), ("seed", 2**32), ("seed", 1.5), ("seed", True),
@@ -248,6 +250,20 @@ def test_bad_prompts_are_typed_errors(name, loaded):
         list(loaded.generate(prompt, max_tokens=2, timeout=NEVER_S))
     [item] = loaded.batch_generate([prompt], max_tokens=2, timeout=NEVER_S)
     assert item.finish_reason == "error" and isinstance(item.err, error)
+    serves(loaded)
+
+
+def test_token_ids_of_any_integer_type_are_a_prompt(loaded):
+    """numpy's arrays and integers (a tokenizer's output often passes through one) are taken
+    as a list of ints is, on every backend; a numpy bool or float is not an id."""
+    ids = [2, 651, 6037, 576, 6081, 603]
+    for prompt in (np.array(ids), [np.int32(t) for t in ids]):
+        stream = loaded.generate(prompt, max_tokens=3, timeout=NEVER_S)
+        list(stream)
+        assert stream.finish_reason in ("stop", "length") and stream.metrics.prompt_tokens == len(ids)
+    for bad in (np.array(ids, dtype=np.float32), [*ids[:-1], np.bool_(True)], np.array([ids, ids])):
+        with pytest.raises(ri.InvalidConfigError, match="integers >= 0"):
+            list(loaded.generate(bad, max_tokens=2, timeout=NEVER_S))
     serves(loaded)
 
 

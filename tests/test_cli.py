@@ -54,6 +54,7 @@ def test_generate_v_shows_llama_cpp_log():
 
 def test_generate_json_reads_stdin_and_reports_metrics():
     proc = rocm_infer("generate", "-", "-n", "6", "--json", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05",
+                      "--presence-penalty", "0.5", "--frequency-penalty", "0.2",
                       "-t", "0.8", "--seed", "7", "--stop", "\n\n", stdin="Once upon a time")
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
@@ -86,6 +87,7 @@ def test_foreign_or_misspelt_options_exit_2_with_our_name(args, hint):
 
 def test_invalid_values_exit_2_before_loading():
     assert rocm_infer("generate", "hi", "--top-p", "2").returncode == 2
+    assert rocm_infer("generate", "hi", "--presence-penalty", "nan").returncode == 2
     assert rocm_infer("generate", "hi", "-n", "-1").returncode == 2
     assert rocm_infer("bench", "--streams", "4,x").returncode == 2
     assert rocm_infer("bench", "--serve-clients", "0,4").returncode == 2
@@ -93,6 +95,8 @@ def test_invalid_values_exit_2_before_loading():
     assert rocm_infer("classify").returncode == 2
     assert rocm_infer("generate").returncode == 2
     assert rocm_infer("serve", "--port", "99999").returncode == 2  # not a traceback from bind()
+    proc = rocm_infer("serve", "--max-request-bytes", "0")  # not silently the default, nor "no limit"
+    assert proc.returncode == 2 and "--max-request-bytes" in proc.stderr
     assert rocm_infer("nonsense").returncode == 2
 
 

@@ -142,8 +142,9 @@ def test_a_dropped_model_stops_its_engine_and_frees_the_context(gemma_path):
     assert engines() == before
 
 
-def test_a_call_the_engine_cannot_take_in_time_raises_a_typed_error(model):
+def test_a_call_the_engine_cannot_take_in_time_raises_a_typed_error_and_never_runs(model):
     entered, release = threading.Event(), threading.Event()
+    ran: list[int] = []
 
     def hold(_ctx):  # keeps the engine thread busy, as a long step would
         entered.set()
@@ -154,8 +155,9 @@ def test_a_call_the_engine_cannot_take_in_time_raises_a_typed_error(model):
     entered.wait()
     try:
         with pytest.raises(ri.EngineError, match="did not take the call"):
-            model._engine.call(lambda _ctx: None, timeout=0.05)
+            model._engine.call(lambda _ctx: ran.append(1), timeout=0.05)
     finally:
         release.set()
         holder.join()
-    assert model.cache_occupancy() == {}  # and it serves on
+    assert model.cache_occupancy() == {}  # and it serves on (this call came after the one given up)
+    assert ran == []

@@ -256,3 +256,31 @@ def test_growth_spares_a_cached_prefix_that_running_requests_share():
     assert not kv.grow(user, 64)  # short: evicting the entry would free no cell
     assert kv.cached_ids() == {system.seq_id} and kv.stats().evictions == 0
     assert user.reserved_end == 51 + 1  # it took the free one
+
+
+def test_admission_evicts_only_cached_prefixes_that_free_cells_when_it_lacks_cells():
+    sim = Sim(n_ctx=64, slots=4, budget=64, growth=8, prefix_cache=True)
+    kv, cache = sim.kv, sim.cache
+
+    def run(prompt: list[int], max_tokens: int) -> Request:
+        request = Request(prompt, GenerateConfig(max_tokens=max_tokens), queue.SimpleQueue())
+        kv.match([request], [])
+        kv.admit(request, 64)
+        cache.fill(request.seq_id, request.reuse_len, len(prompt) - request.reuse_len)
+        request.n_computed = len(prompt)
+        request.status = RequestStatus.RUNNING
+        return request
+
+    system = run([7] * 20, max_tokens=1)
+    kv.finish(system, keep=True)  # a cached system prompt, 20 cells, the oldest entry
+    user = run([7] * 20 + [2] * 30, max_tokens=40)  # shares all of it, and reserves 31 of its own
+    sim._running.append(user)
+    other = run([5] * 6, max_tokens=1)
+    kv.finish(other, keep=True)  # a cached prefix nobody shares, 6 cells
+    assert kv.free_cells == 7 and kv.free_ids == 1
+    head = Request([9] * 10, GenerateConfig(max_tokens=5), queue.SimpleQueue())  # needs 11 cells
+    sim.arrive(head, 0)
+    plan = Engine._plan(sim.engine, True)
+    assert plan.admitted == (head,)
+    # evicting the system prompt first (the least recently used) would have freed nothing
+    assert kv.cached_ids() == {system.seq_id} and kv.stats().evictions == 1

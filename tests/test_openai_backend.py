@@ -100,6 +100,12 @@ def test_logprobs(remote):
     assert tokens and all(t.logprob is not None and t.logprob <= 0 for t in tokens)
 
 
+def test_logit_bias_reaches_the_server(remote, model):
+    [word] = model.tokenize(" banana", add_special=False)
+    text = remote.generate(PROMPT, max_tokens=3, temperature=0.0, logit_bias={word: 100.0}).text()
+    assert text == model.detokenize([word] * 3)
+
+
 def test_classify(remote):
     results = remote.classify([PROMPT, "One, two,"])
     assert len(results) == 2 and all(r.text for r in results)

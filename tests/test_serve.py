@@ -150,6 +150,15 @@ def test_completion_of_several_prompts_and_token_ids(client, model_id):
     assert by_ids.usage.prompt_tokens == len(ids_prompt)
 
 
+def test_logit_bias_forces_and_bans_tokens(client, model_id, model):
+    [word] = model.tokenize(" banana", add_special=False)
+    forced = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=3, temperature=0, logit_bias={str(word): 100})
+    assert forced.choices[0].text == model.detokenize([word] * 3)
+    banned = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=3, temperature=0, logit_bias={str(word): -100},
+                                       extra_body={"ignore_eos": True})
+    assert banned.usage.completion_tokens == 3 and "banana" not in banned.choices[0].text
+
+
 def test_chat_not_streamed(client, model_id):
     answer = client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=8)
     choice = answer.choices[0]
@@ -241,11 +250,12 @@ def test_a_body_past_the_limit_is_413_and_the_model_keeps_serving(served, client
     ({"top_p": 1.5}, "top_p"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"n": 0}, "n"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
-    ({"frequency_penalty": 1.0}, "frequency_penalty"),
+    ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"frequency_penalty": -3.0}, "frequency_penalty"),
     ({"logprobs": True, "top_logprobs": 3}, "top_logprobs"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}, "response_format"),
-    ({"logit_bias": {"12": 5}}, "logit_bias"),
+    ({"logit_bias": {"12": 101}}, "logit_bias"),
+    ({"logit_bias": {"hello": 5}}, "logit_bias"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0"),
     ({"max_tokens": True}, "max_tokens"),
     ({"stop": [f"s{i}" for i in range(65)]}, "stop"),

@@ -73,9 +73,12 @@ def test_seeds_wrap_and_differ_per_choice():
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"presence_penalty": 0.1}, "presence_penalty"),
-    ({"frequency_penalty": -0.5}, "frequency_penalty"),
-    ({"logit_bias": {"1": 2.0}}, "logit_bias"),
+    ({"presence_penalty": 2.1}, "presence_penalty"),
+    ({"frequency_penalty": -2.5}, "frequency_penalty"),
+    ({"logit_bias": {"1": 100.5}}, "logit_bias"),
+    ({"logit_bias": {"-1": 2.0}}, "logit_bias"),
+    ({"logit_bias": {"1.5": 2.0}}, "logit_bias"),
+    ({"logit_bias": {str(i): 1.0 for i in range(1025)}}, "logit_bias"),
     ({"top_logprobs": 2, "logprobs": True}, "top_logprobs"),
     ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
     ({"response_format": {"type": "yaml"}}, "response_format"),
@@ -89,6 +92,17 @@ def test_refusals_name_the_field(fields, param):
     with pytest.raises(ApiError) as caught:
         generate_config(chat(**fields), 8)
     assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_penalties_reach_the_config():
+    config = generate_config(chat(presence_penalty=1.5, frequency_penalty=-0.5), 8)
+    assert (config.presence_penalty, config.frequency_penalty, config.penalised) == (1.5, -0.5, True)
+    assert not generate_config(chat(), 8).penalised
+
+
+def test_logit_bias_becomes_the_configs_token_ids_and_biases():
+    assert generate_config(chat(logit_bias={"12": -100, "7": 2.5}), 8).logit_bias == {12: -100.0, 7: 2.5}
+    assert generate_config(chat(logit_bias={}), 8).logit_bias is None
 
 
 def test_response_format_becomes_the_configs_json_schema():

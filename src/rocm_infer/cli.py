@@ -121,12 +121,12 @@ def info(model: str | None, as_json: bool) -> None:
 @click.option("--prefix-cache/--no-prefix-cache", default=True, show_default=True,
               help="Keep finished requests' KV cells to reuse shared prompt prefixes.")
 @click.option("--served-model-name", default=None, help="The model id clients use (default: the GGUF file's stem).")
-@click.option("--max-request-bytes", default=0, type=click.IntRange(0),
+@click.option("--max-request-bytes", default=None, type=click.IntRange(1),
               help="Larger request bodies get 413 (default 32 MiB: past a whole 1M-token context as text).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 def serve(model_arg: str | None, model: str | None, host: str, port: int, api_key: str | None, parallel: int, ctx: int,
           backend: str | None, flash_attn: str, gpu_layers: int, threads: int, prefix_cache: bool, served_model_name: str | None,
-          max_request_bytes: int, log_level: str) -> None:
+          max_request_bytes: int | None, log_level: str) -> None:
     """Serve MODEL (default: Gemma 3 270M) over an OpenAI-compatible HTTP API."""
     if model_arg and model and model_arg != model:
         raise click.UsageError(f"two models given: {model_arg!r} and --model {model!r}")

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from .errors import InvalidConfigError, RequestTimeoutError, RocmInferError
 from .stream import AsyncSink, AsyncTokenStream, Finished, Sink, TokenStream
 from .types import (
@@ -28,6 +30,7 @@ from .types import (
     Message,
     ModelInfo,
     merge_options,
+    token_ids,
 )
 
 
@@ -217,12 +220,9 @@ class TextModel(abc.ABC):
         if isinstance(prompt, str):
             _require_utf8(prompt, "the prompt")
             return prompt
-        if not isinstance(prompt, Sequence) or isinstance(prompt, bytes):
+        if not isinstance(prompt, (Sequence, np.ndarray)) or isinstance(prompt, (bytes, bytearray)):
             raise InvalidConfigError(f"a prompt must be a string or a list of token ids, not {type(prompt).__name__}")
-        for token in prompt:
-            if not isinstance(token, int) or isinstance(token, bool) or token < 0:
-                raise InvalidConfigError(f"a prompt's token ids must be integers >= 0, got {token!r}")
-        return list(prompt)
+        return token_ids(prompt, "a prompt's token ids")  # (the backend knows the vocabulary's bound)
 
 
 class Backend(abc.ABC):

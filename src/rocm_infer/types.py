@@ -8,6 +8,7 @@ reaches the engine or the server.  No dict crosses the public API.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,6 +48,31 @@ def _is_int(value: Any, low: int = -INT32_MAX - 1) -> bool:
     """An int (not a bool) in [low, INT32_MAX]: llama.cpp and llama-server take these
     options as C ints, where a larger value would wrap around instead of failing."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= INT32_MAX
+
+
+def token_ids(values: Iterable[Any], what: str, vocab_size: int | None = None) -> list[int]:
+    """``values`` as a list of plain ints, each a token id: >= 0, and below ``vocab_size``
+    where the caller knows it (the vocabulary's own lookup reads an id past its end as
+    nothing, which would hide a caller's mistake).  Any integer type is taken (numpy's too:
+    ``tokenize``'s output often passes through an array), a bool is not.  The one rule for
+    prompts, ``detokenize`` and ``logit_bias`` on every backend."""
+    ids = list(values)
+    for token in ids:
+        integer = isinstance(token, numbers.Integral) and not isinstance(token, bool)
+        if not integer or token < 0 or (vocab_size is not None and token >= vocab_size):
+            bound = f" and below the vocabulary size {vocab_size}" if vocab_size is not None else ""
+            raise InvalidConfigError(f"{what} must be integers >= 0{bound}, got {token!r}")
+    return [int(token) for token in ids]
+
+
+def _bias(value: Any) -> float:
+    """A logit bias as a float: any real number type, finite or ``-inf``."""
+    try:
+        bias = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int too large for a float
+        bias = math.nan
+    _require(math.isfinite(bias) or bias == -math.inf, f"logit_bias's values must be finite numbers or -inf (a ban), got {value!r}")
+    return bias
 
 
 def _is_sequence(value: Any) -> bool:
@@ -132,7 +158,14 @@ class GenerateConfig:
     ``ignore_eos`` keeps generating past end-of-generation tokens (benchmarks that
     need exactly ``max_tokens``, like llama.cpp's own).  ``json_schema``, ``grammar``
     (GBNF) or ``regex`` constrain the output (structured output); the request ends when
-    the constraint is complete, or at ``max_tokens`` with the output unfinished."""
+    the constraint is complete, or at ``max_tokens`` with the output unfinished.
+    ``logit_bias`` (token id -> a number added to its logit before sampling, ``-inf`` to
+    ban it; OpenAI's and llama.cpp's) steers each choice, e.g. a classifier's answer to
+    its labels' tokens; log-probabilities stay the model's own.  The penalties are
+    llama.cpp's, over the last ``repeat_last_n`` tokens (prompt included): a token seen
+    there has its logit divided by ``repeat_penalty`` (multiplied, when negative), then
+    lowered by ``frequency_penalty`` per time seen and ``presence_penalty`` once (OpenAI's
+    two, counted over that window rather than over the whole answer)."""
 
     max_tokens: int = 256
     temperature: float = 0.0
@@ -151,9 +184,13 @@ class GenerateConfig:
     json_schema: str | dict[str, Any] | None = None
     grammar: str | None = None
     regex: str | None = None
+    logit_bias: Mapping[int, float] | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_constraint()
+        self._check_logit_bias()
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         _require(_is_sequence(self.stop), f"stop must be a string or a list of strings, got {self.stop!r}")
@@ -167,6 +204,8 @@ class GenerateConfig:
         _require(_is_number(self.min_p) and 0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p!r}")
         _require(_is_number(self.repeat_penalty) and self.repeat_penalty > 0, f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty!r}")
         _require(_is_int(self.repeat_last_n, 0), f"repeat_last_n must be an integer in [0, {INT32_MAX}], got {self.repeat_last_n!r}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            _require(_is_number(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)!r}")
         _require(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
         _require(all(_utf8(s) for s in self.stop), "stop strings must be valid Unicode text (a lone surrogate has no UTF-8 form)")
         _require(all(_is_int(t, 0) for t in self.stop_tokens), f"stop_tokens must be token ids (integers >= 0), got {self.stop_tokens!r}")
@@ -175,6 +214,16 @@ class GenerateConfig:
         _require(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
         _require(self.timeout is None or (_is_number(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT_S),
                  f"timeout must be None (no limit) or a number of seconds in (0, {MAX_TIMEOUT_S:.0f}] (a year), got {self.timeout!r}")
+
+    def _check_logit_bias(self) -> None:
+        """Kept as a plain ``{int: float}`` (numpy's ids and numbers taken); a bias of
+        ``+inf`` or NaN has no meaning in a softmax and is refused."""
+        if self.logit_bias is None:
+            return
+        _require(isinstance(self.logit_bias, Mapping), f"logit_bias must be a mapping of token id to bias, got {self.logit_bias!r}")
+        ids = token_ids(self.logit_bias.keys(), "logit_bias's token ids")
+        biases = [_bias(value) for value in self.logit_bias.values()]
+        object.__setattr__(self, "logit_bias", dict(zip(ids, biases)) or None)
 
     def _check_constraint(self) -> None:
         """Structured output: at most one of ``json_schema`` (a dict or its JSON text, kept as
@@ -199,10 +248,16 @@ class GenerateConfig:
         return None
 
     @property
+    def penalised(self) -> bool:
+        """Some penalty is on (and has a window to count in)."""
+        penalties = self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+        return penalties and self.repeat_last_n > 0
+
+    @property
     def greedy(self) -> bool:
-        """Greedy decoding is an argmax, so the filters and the penalty cannot change it
-        unless the penalty is on."""
-        return self.temperature == 0 and self.repeat_penalty == 1.0
+        """The argmax of the model's own logits: the filters cannot change it, a
+        penalty or a logit bias can."""
+        return self.temperature == 0 and not self.penalised and not self.logit_bias
 
 
 @dataclass(frozen=True)

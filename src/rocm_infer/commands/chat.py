@@ -73,7 +73,7 @@ def chat(model_arg: str | None, model: str | None, prompt: str | None, system: s
     if model_arg and model and model_arg != model:
         raise click.UsageError(f"two models given: {model_arg!r} and --model {model!r}")
     chosen = model_arg or model
-    sampling = generate_config(**{k: options.pop(k) for k in ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "stop")})
+    sampling = generate_config(options)
     load = load_config(**options)
     question = input_text(prompt) if prompt is not None else None
     if chosen is None:

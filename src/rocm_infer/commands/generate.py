@@ -72,7 +72,7 @@ def generate(prompt_arg: str | None, prompt: str | None, model: str | None, as_j
     given = prompt_arg if prompt_arg is not None else prompt
     if given is None:
         raise click.UsageError("Missing argument 'PROMPT' (or -p PROMPT; '-' reads it from stdin).")
-    sampling = generate_config(**{k: options.pop(k) for k in ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed", "stop")})
+    sampling = generate_config(options)
     load = load_config(**options)
     text = input_text(given)
     with failures():

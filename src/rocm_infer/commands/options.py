@@ -109,6 +109,8 @@ def sampling_options(max_tokens: int, temperature: float) -> Callable[[F], F]:
             click.option("--top-p", default=0.0, type=float, help="Nucleus sampling (0: off)."),
             click.option("--min-p", default=0.0, type=float, help="Drop tokens below min-p times the best (0: off)."),
             click.option("--repeat-penalty", default=1.0, show_default=True, type=float),
+            click.option("--presence-penalty", default=0.0, type=float, help="Lower each token seen in the last 64 once (0: off)."),
+            click.option("--frequency-penalty", default=0.0, type=float, help="Lower each token seen in the last 64 per time seen (0: off)."),
             click.option("--seed", default=None, type=int, help="Repeatable sampling."),
             click.option("--stop", multiple=True, help="Stop before this text (repeatable)."),
         ]):
@@ -127,13 +129,16 @@ def load_config(backend: str | None, context_len: int, gpu_layers: int, threads:
                           flash_attn=flash_attn, batch_size=batch_size, **extra)  # type: ignore[arg-type]
 
 
-def generate_config(max_tokens: int, temperature: float, top_k: int, top_p: float, min_p: float, repeat_penalty: float,
-                    seed: int | None, stop: tuple[str, ...]) -> Any:
+SAMPLING_OPTIONS = ("max_tokens", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "presence_penalty",
+                    "frequency_penalty", "seed", "stop")
+
+
+def generate_config(options: dict[str, Any]) -> Any:
+    """The ``sampling_options`` taken out of a command's options, as a ``GenerateConfig``."""
     from ..types import GenerateConfig
 
     with usage_errors():
-        return GenerateConfig(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                              repeat_penalty=repeat_penalty, seed=seed, stop=stop)
+        return GenerateConfig(**{name: options.pop(name) for name in SAMPLING_OPTIONS})
 
 
 @contextmanager

@@ -37,11 +37,11 @@ RUN_NO_TOKEN = -101
 def is_plain(request: Request) -> bool:
     """Every token of it can be chosen in a run: sampled with llama.cpp's chain alone, on
     the host or by its device chain, and nothing per token needs Python before the next
-    step (no repeat penalty window, structured-output mask, log-probability, stop string
-    or stop token)."""
+    step (no logit bias or repeat penalty on the host, structured-output mask,
+    log-probability, stop string or stop token)."""
     config = request.config
     sampler = request.host_sampler  # None: a device chain samples it
-    return (request.kind is RequestKind.GENERATE and not (sampler is not None and sampler.penalised) and request.constraint is None
+    return (request.kind is RequestKind.GENERATE and not (sampler is not None and sampler.adjusts_logits) and request.constraint is None
             and not config.logprobs and not config.stop and not config.stop_tokens)
 
 

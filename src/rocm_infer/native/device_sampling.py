@@ -15,7 +15,8 @@ a caller, read in ``src/llama-context.cpp`` and ``src/llama-sampler.cpp``:
   run with chains left behind decoded one stream at 0.84x llama-bench); attaching or
   detaching marks the scheduler for a graph re-reserve before the next decode;
 - greedy, dist, top_k, top_p, min_p, temp and logit_bias have device implementations
-  (the engine uses those); the pin's penalties have one too, but a request with a repeat
+  (the engine uses those: a request's logit bias, and the vocabulary's banned ids, lead
+  its chain); the pin's penalties have one too, but a request with a repeat
   penalty (or asking for log-probabilities, or classifying) is sampled on the host here,
   while its neighbours stay on the device: device penalties are not measured;
 - raw logits are copied to the host only when some output row of the step has no
@@ -28,8 +29,10 @@ a caller, read in ``src/llama-context.cpp`` and ``src/llama-sampler.cpp``:
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import math
+from typing import Any
 
 from ..errors import EngineError
 from ..types import GenerateConfig
@@ -73,7 +76,7 @@ def runs_on_device(request: Request, policy: DevicePolicy, running: int) -> bool
     with a device implementation, nothing that needs the raw logits on the host) and the
     policy wants it there, ``running`` requests (this one included) sharing the steps."""
     config = request.config
-    if (policy is DevicePolicy.OFF or request.kind is not RequestKind.GENERATE or config.repeat_penalty != 1.0 or config.logprobs
+    if (policy is DevicePolicy.OFF or request.kind is not RequestKind.GENERATE or config.penalised or config.logprobs
             or request.constraint is not None):  # a structured-output mask is applied to host rows
         return False
     return policy is DevicePolicy.ALL or (config.temperature > 0 and config.top_k == 0 and running <= WHOLE_VOCAB_ROWS)
@@ -83,15 +86,19 @@ def device_seed(seed: int) -> int:
     return seed if seed != _LLAMA_DEFAULT_SEED else _LLAMA_DEFAULT_SEED - 1
 
 
+def _bias_array(biases: dict[int, float]) -> ctypes.Array[Any]:
+    llama = lib()
+    return (llama.llama_logit_bias * len(biases))(*[llama.llama_logit_bias(token, bias) for token, bias in biases.items()])
+
+
 class DeviceSamplers:
     """The chains attached to the context's sequences, owned by the engine thread."""
 
     def __init__(self, ctx: LlamaContext, n_vocab: int, suppressed: tuple[int, ...] = ()) -> None:
         self._ctx = ctx
         self._n_vocab = n_vocab
-        llama = lib()
-        # built once: llama_sampler_init_logit_bias copies it into each chain
-        self._suppressed_biases = (llama.llama_logit_bias * len(suppressed))(*[llama.llama_logit_bias(t, -math.inf) for t in suppressed])
+        self._suppressed = {token: -math.inf for token in suppressed}
+        self._suppressed_biases = _bias_array(self._suppressed)  # built once: llama_sampler_init_logit_bias copies it into each chain
         self._attached: dict[int, SamplerChain] = {}
 
     def attach(self, seq_id: int, config: GenerateConfig, seed: int) -> bool:
@@ -102,8 +109,9 @@ class DeviceSamplers:
         llama = lib()
         plan = [("greedy", ())] if config.temperature == 0 else chain_plan(config, device_seed(seed), self._n_vocab)
         samplers = [getattr(llama, f"llama_sampler_init_{name}")(*args) for name, args in plan]
-        if self._suppressed_biases:  # first, as in llama.cpp's own chain (common/sampling.cpp)
-            samplers.insert(0, llama.llama_sampler_init_logit_bias(self._n_vocab, len(self._suppressed_biases), self._suppressed_biases))
+        biases = _bias_array({**config.logit_bias, **self._suppressed}) if config.logit_bias else self._suppressed_biases
+        if biases:  # first, as in llama.cpp's own chain (common/sampling.cpp)
+            samplers.insert(0, llama.llama_sampler_init_logit_bias(self._n_vocab, len(biases), biases))
         chain = SamplerChain(samplers)
         if not llama.llama_set_sampler(self._ctx.ptr, seq_id, chain.ptr):
             chain.close()

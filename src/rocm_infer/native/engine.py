@@ -143,7 +143,8 @@ class Engine:
         try:
             return future.result(timeout)
         except FutureTimeoutError as exc:
-            if future.done():  # it ended as the wait did (or ``fn`` raised it: then so does this)
+            # not taken yet: it never will be (the engine skips a cancelled call)
+            if not future.cancel() and future.done():  # it ended as the wait did (or ``fn`` raised it: then so does this)
                 return future.result()
             raise EngineError(f"the engine did not take the call within {timeout} s: one step is taking that long") from exc
 
@@ -219,7 +220,8 @@ class Engine:
     def _plan(self, admit: bool) -> StepPlan:
         """Match waiting requests with reusable prefixes, free ids for all a step could
         admit (evicting cached prefixes they do not reuse), then plan; while the head of
-        the queue still lacks a slot or cells, evict another cached prefix and plan again.
+        the queue still lacks a slot or cells, evict another cached prefix (one that frees
+        cells, where only cells are short) and plan again.
         Without ``admit`` (a running request is short of cells) only the running are
         planned: a request admitted then would be the first preempted."""
         if not admit:
@@ -232,8 +234,9 @@ class Engine:
             head = self._waiting[0] if self._waiting else None
             if head is None or head in plan.admitted or head.deferred:
                 return plan
-            short_of_room = self.kv.free_ids == 0 or head.cells_needed(self._n_ctx, self.kv.growth) > self.kv.free_cells
-            if not short_of_room or not self.kv.evict_for(head):  # (else it waits for this step's budget)
+            short_of_ids = self.kv.free_ids == 0
+            short_of_room = short_of_ids or head.cells_needed(self._n_ctx, self.kv.growth) > self.kv.free_cells
+            if not short_of_room or not self.kv.evict_for(head, short_of_ids):  # (else it waits for this step's budget)
                 return plan
             self.kv.match(self._waiting, self._running)  # an eviction can take a source away
 
@@ -284,10 +287,11 @@ class Engine:
                 self._waiting.append(item)
             else:
                 fn, future = item
-                try:
-                    future.set_result(fn(self._ctx))
-                except Exception as exc:
-                    future.set_exception(exc)
+                if future.set_running_or_notify_cancel():  # False: its caller gave up waiting
+                    try:
+                        future.set_result(fn(self._ctx))
+                    except Exception as exc:
+                        future.set_exception(exc)
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:

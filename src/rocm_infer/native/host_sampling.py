@@ -5,12 +5,12 @@ sorts a large part of the vocabulary for every row (about 6 ms per row on a 262k
 vocabulary), which is longer than a whole decode step on a GPU.  Here a step's rows go
 to one native call (``csrc/host_sampler.c``, built with the package: its header says
 why C), which runs llama.cpp's chain in llama.cpp's order on each row, rows shared over
-threads: penalties (applied here, in numpy, before the call), top_k (the k best found
-without a sort), top_p on the softmax at temperature 1 over what top_k left or over the
-whole vocabulary (the nucleus found among the tokens whose weight is at least e^-10 of
-the best one's, widening when they do not hold it), min_p relative to the best logit,
-then a draw at the request's temperature with one uniform number from the request's
-own generator.  A seed therefore gives the same tokens whatever the thread count.
+threads: the logit bias and penalties (applied here, in numpy, before the call), top_k
+(the k best found without a sort), top_p on the softmax at temperature 1 over what top_k
+left or over the whole vocabulary (the nucleus found among the tokens whose weight is at
+least e^-10 of the best one's, widening when they do not hold it), min_p relative to the
+best logit, then a draw at the request's temperature with one uniform number from the
+request's own generator.  A seed therefore gives the same tokens whatever the thread count.
 
 The result has llama.cpp's distribution for the same settings (the tests compare
 sampled frequencies with llama.cpp's chain), not its random stream.
@@ -19,7 +19,7 @@ sampled frequencies with llama.cpp's chain), not its random stream.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,14 +39,20 @@ class HostSampler:
     repeat_penalty: float = 1.0
     repeat_last_n: int = 64
     seed: int = 0
+    logit_bias: Mapping[int, float] | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     recent: collections.deque[int] = field(init=False)
 
     def __post_init__(self) -> None:
+        bias = self.logit_bias or {}
+        self._bias_ids = np.fromiter(bias.keys(), dtype=np.int64, count=len(bias))
+        self._bias_values = np.fromiter(bias.values(), dtype=np.float32, count=len(bias))
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         # draws taken for a decode run that ended before using them, next in line: the
         # request's uniform numbers are used in one order however its steps were run
         self._spare: collections.deque[float] = collections.deque()
-        self.recent = collections.deque(maxlen=self.repeat_last_n if self.repeat_penalty != 1.0 else 0)
+        self.recent = collections.deque(maxlen=self.repeat_last_n if self.penalised else 0)
 
     @property
     def greedy(self) -> bool:
@@ -54,7 +60,13 @@ class HostSampler:
 
     @property
     def penalised(self) -> bool:
-        return self.repeat_penalty != 1.0 and self.repeat_last_n > 0
+        penalties = self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
+        return penalties and self.repeat_last_n > 0
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Its row is changed before sampling (a logit bias, a penalty)."""
+        return self.penalised or self._bias_ids.size > 0
 
     def next_uniform(self) -> float:
         return self._spare.popleft() if self._spare else float(self.rng.random())
@@ -71,14 +83,23 @@ class HostSampler:
         """Record a token of the sequence (prompt or generated) for the penalty window."""
         self.recent.append(token)
 
+    def adjust(self, row: np.ndarray) -> None:
+        """The logit bias, then the penalties, in place: llama.cpp's chain order."""
+        if self._bias_ids.size:
+            row[self._bias_ids] += self._bias_values
+        self.penalise(row)
+
     def penalise(self, row: np.ndarray) -> None:
-        """llama.cpp's repeat penalty, in place: a token seen in the window has a positive
-        logit divided by the penalty and a negative one multiplied by it."""
+        """llama.cpp's penalties, in place: a token seen in the window has a positive logit
+        divided by the repeat penalty and a negative one multiplied by it, then loses the
+        frequency penalty once per time seen and the presence penalty once."""
         if not self.penalised or not self.recent:
             return
-        ids = np.fromiter(set(self.recent), dtype=np.int64)
+        ids, counts = np.unique(np.fromiter(self.recent, dtype=np.int64, count=len(self.recent)), return_counts=True)
         seen = row[ids]
-        row[ids] = np.where(seen <= 0, seen * self.repeat_penalty, seen / self.repeat_penalty)
+        if self.repeat_penalty != 1.0:
+            seen = np.where(seen <= 0, seen * self.repeat_penalty, seen / self.repeat_penalty)
+        row[ids] = seen - (counts * self.frequency_penalty + self.presence_penalty)
 
 
 class RowSampler:
@@ -108,7 +129,7 @@ class RowSampler:
 
     def sample(self, rows: np.ndarray, samplers: Sequence[HostSampler], row_ids: Sequence[int] | None = None) -> np.ndarray:
         """One token per sampler: ``samplers[i]`` samples ``rows[row_ids[i]]`` (``rows[i]``
-        without ``row_ids``).  Penalties change those rows in place."""
+        without ``row_ids``).  Biases and penalties change those rows in place."""
         n = len(samplers)
         if rows.ndim != 2 or rows.dtype != np.float32 or not rows.flags.c_contiguous or rows.shape[1] != self._n_vocab:
             raise ValueError(f"rows must be a C-contiguous float32 matrix of width {self._n_vocab}")
@@ -119,8 +140,8 @@ class RowSampler:
         if n > len(self._tokens):
             self._grow(n)
         for row, sampler in zip(row_ids, samplers):
-            if sampler.penalised:
-                sampler.penalise(rows[row])
+            if sampler.adjusts_logits:
+                sampler.adjust(rows[row])
         temperature, top_k, top_p, min_p, uniform = self._settings
         self._ids[:n] = row_ids
         temperature[:n] = [s.temperature for s in samplers]

@@ -123,12 +123,16 @@ class KvSlots:
                 break
             self._evict(seq)
 
-    def evict_for(self, request: Request) -> bool:
-        """Evict the least recently used entry, the one ``request`` reuses from last (a
-        request that needs nearly the whole context may need its cells too); False when
-        no entry is left."""
-        victim = next((seq for seq in self._entries if seq != request.reuse_from), request.reuse_from)
-        if victim not in self._entries:
+    def evict_for(self, request: Request, short_of_ids: bool) -> bool:
+        """Evict the least recently used entry that gives ``request`` what it lacks: any
+        entry when it lacks an id, one whose eviction frees cells when it lacks only cells
+        (an entry whose cells running requests share, a common system prompt, frees none:
+        it stays for the requests to come, as in ``grow``).  The entry ``request`` reuses
+        from goes last (a request that needs nearly the whole context may need its cells
+        too).  False when no such entry is left."""
+        useful = [seq for seq in self._entries if short_of_ids or self._ledger.freeable(seq)]
+        victim = next((seq for seq in useful if seq != request.reuse_from), request.reuse_from if request.reuse_from in useful else None)
+        if victim is None:
             return False
         self._evict(victim)
         return True

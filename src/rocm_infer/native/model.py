@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import numbers
 import os
 import threading
 import weakref
@@ -34,6 +33,7 @@ from ..types import (
     LoadConfig,
     Message,
     ModelInfo,
+    token_ids,
 )
 from .bindings import lib
 from .chat import render_chat
@@ -146,16 +146,11 @@ class NativeModel(TextModel):
             return self._vocab.tokenize(text, add_special=add_special)
 
     def detokenize(self, tokens: Iterable[int]) -> str:
-        """The ids are checked as a prompt's are: the vocabulary's own lookup reads an id
-        past its end as nothing, which would hide a caller's mistake.  Any integer type is
-        taken (numpy's too, as ``tokenize``'s output often passes through an array)."""
+        """The ids are checked as a prompt's are (``types.token_ids``)."""
         self._check_open()
         if isinstance(tokens, (str, bytes)) or not isinstance(tokens, Iterable):
             raise InvalidConfigError(f"detokenize takes a list of token ids, not {type(tokens).__name__}")
-        ids = list(tokens)
-        for token in ids:
-            if not isinstance(token, numbers.Integral) or isinstance(token, bool) or not 0 <= token < self._vocab.n_tokens:
-                raise InvalidConfigError(f"token ids must be integers in [0, {self._vocab.n_tokens}) (the vocabulary), got {token!r}")
+        ids = token_ids(tokens, "token ids", self._vocab.n_tokens)
         return self._vocab.detokenize(ids)  # Vocab's own copy of the pieces, taken at load: nothing close() frees
 
     def _check_open(self) -> None:
@@ -215,9 +210,12 @@ class NativeModel(TextModel):
             return self._submit(prompt, config, sink, classify)
 
     def _submit(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, classify: bool) -> Callable[[], None]:
-        ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True) if isinstance(prompt, str) else prompt
-        if any(t >= self._vocab.n_tokens for t in ids):
-            raise InvalidConfigError(f"token ids must be below the vocabulary size {self._vocab.n_tokens}")
+        if isinstance(prompt, str):
+            ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True)
+        else:
+            ids = token_ids(prompt, "a prompt's token ids", self._vocab.n_tokens)
+        if config.logit_bias:
+            token_ids(config.logit_bias, "logit_bias's token ids", self._vocab.n_tokens)
         if not ids:
             raise InvalidConfigError("the prompt is empty (it has no tokens)")
         n_ctx = self._ctx.n_ctx

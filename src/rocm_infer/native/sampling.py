@@ -27,8 +27,8 @@ def token_logprob(row: np.ndarray, token: int) -> float:
 def chain_plan(config: GenerateConfig, seed: int, n_vocab: int) -> list[ChainStep]:
     """The llama.cpp samplers, in order, that implement ``config``."""
     plan: list[ChainStep] = []
-    if config.repeat_penalty != 1.0:
-        plan.append(("penalties", (n_vocab, config.repeat_last_n, config.repeat_penalty, 0.0, 0.0)))
+    if config.penalised:
+        plan.append(("penalties", (n_vocab, config.repeat_last_n, config.repeat_penalty, config.frequency_penalty, config.presence_penalty)))
     if config.temperature == 0:
         plan.append(("greedy", ()))
         return plan

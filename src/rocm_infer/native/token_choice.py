@@ -51,9 +51,11 @@ class TokenChooser:
             if runs_on_device(request, self._policy, running) and self._device.attach(request.seq_id, config, seed):
                 return
         if request.kind is RequestKind.CLASSIFY:
-            request.host_sampler = HostSampler(temperature=0.0)
+            request.host_sampler = HostSampler(temperature=0.0, logit_bias=config.logit_bias)
             return
-        request.host_sampler = HostSampler(config.temperature, config.top_k, config.top_p, config.min_p, config.repeat_penalty, config.repeat_last_n, seed)
+        request.host_sampler = HostSampler(
+            config.temperature, config.top_k, config.top_p, config.min_p, config.repeat_penalty, config.repeat_last_n, seed,
+            config.logit_bias, config.frequency_penalty, config.presence_penalty)
         for token in request.prompt[-config.repeat_last_n :] if request.host_sampler.penalised else ():
             request.host_sampler.accept(token)
 
@@ -75,12 +77,22 @@ class TokenChooser:
             rows = self._logits_rows(len(outputs))
             if self._suppressed.size:  # in llama.cpp's buffer itself: the next decode overwrites it
                 rows[np.ix_(host, self._suppressed)] = -np.inf
-            free = [row for row in host if outputs[row][0].request.constraint is None]
-            constrained = [row for row in host if outputs[row][0].request.constraint is not None]
-            if free:
-                self._sample(rows, free, outputs, tokens)
-            if constrained:
-                self._sample(rows, constrained, outputs, tokens)
+            # three groups, so that one request's bias, penalty or mask costs its own row only:
+            # plain rows are sampled in the buffer, the others from a copy of theirs
+            plain: list[int] = []
+            adjusted: list[int] = []
+            constrained: list[int] = []
+            for row in host:
+                request = outputs[row][0].request
+                if request.constraint is not None:
+                    constrained.append(row)
+                elif request.host_sampler.adjusts_logits:  # type: ignore[union-attr]
+                    adjusted.append(row)
+                else:
+                    plain.append(row)
+            for group in (plain, adjusted, constrained):
+                if group:
+                    self._sample(rows, group, outputs, tokens)
         if len(host) < len(outputs):
             assert self._device is not None  # a row without a host sampler has a device chain
             for row, (chunk, batch_index) in enumerate(outputs):
@@ -104,14 +116,14 @@ class TokenChooser:
 
     def _sample(self, rows: np.ndarray, subset: list[int], outputs: list[tuple[Chunk, int]], tokens: list[int]) -> None:
         """Sample ``rows[subset]`` on the host into ``tokens``, applying structured-output
-        masks first.  Penalties and masks change rows in place, but never llama.cpp's buffer
-        (log-probabilities and classify logits are read from its rows, where only the
-        vocabulary's suppressed ids are -inf): a subset with any such row is copied first,
-        a subset without one is sampled in the buffer itself."""
+        masks first.  Biases, penalties and masks change rows in place, but never llama.cpp's
+        buffer (log-probabilities and classify logits are read from its rows, where only the
+        vocabulary's suppressed ids are -inf): a subset of such rows is copied first, a
+        subset without one is sampled in the buffer itself (``choose`` groups them so)."""
         requests = [outputs[row][0].request for row in subset]
         samplers = [r.host_sampler for r in requests]
         constraints = [r.constraint for r in requests if r.constraint is not None]
-        if constraints or any(s.penalised for s in samplers):  # type: ignore[union-attr]
+        if constraints or any(s.adjusts_logits for s in samplers):  # type: ignore[union-attr]
             block, row_ids = rows[subset], None  # a subset is all constrained or all free (``choose``)
             if constraints:
                 mask_rows(block, constraints)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ from ..errors import InvalidConfigError
 from ..interface import TextModel
 from .app import create_app
 from .runtime import Runtime, ServeSettings
+
+_log = logging.getLogger("rocm_infer.serve")
 
 
 def is_loopback(host: str) -> bool:
@@ -74,7 +77,9 @@ class ClosingServer(uvicorn.Server):
         finally:
             if closer is not None:
                 closer.cancel()
-                await asyncio.gather(closer, return_exceptions=True)
+                [outcome] = await asyncio.gather(closer, return_exceptions=True)
+                if isinstance(outcome, Exception):  # (the lifespan's own close has run; say why this one failed)
+                    _log.error("closing the model at shutdown failed: %r", outcome)
 
     async def _close_model_after(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

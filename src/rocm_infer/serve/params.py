@@ -10,8 +10,10 @@ Where OpenAI and the engine differ, the choice is written down here:
 - ``temperature`` unset: 1.0 and ``top_p`` 1.0, as OpenAI and vLLM.
 - ``seed``: any integer, taken modulo 2**32; choice ``i`` of ``n`` samples with
   ``seed + i``, so the choices differ and the same request gives the same choices.
-- ``presence_penalty``/``frequency_penalty``: the engine has only ``repeat_penalty``;
-  0 (or unset) is accepted, anything else is a 400.
+- ``presence_penalty``/``frequency_penalty``: in OpenAI's [-2, 2], applied as llama.cpp
+  (and llama-server) apply them: over the last ``repeat_last_n`` tokens (64 unless sent),
+  prompt included, where OpenAI counts over the whole answer so far.
+- ``logit_bias``: token ids as decimal strings, biases in OpenAI's [-100, 100].
 - Top alternatives per token (chat ``top_logprobs`` > 0, completions ``logprobs`` > 0)
   are not available from the engine: a 400.  The sampled token's logprob is
   (chat ``logprobs: true``, completions ``logprobs: 0``).
@@ -29,6 +31,7 @@ import logging
 from typing import Any
 
 from ..errors import InvalidConfigError
+from ..server.openai_chunks import LOGIT_BIAS_LIMIT
 from ..types import GenerateConfig, Message
 from .errors import bad_request
 from .schemas import MAX_N, ChatCompletionRequest, CompletionRequest, _Sampling
@@ -47,6 +50,9 @@ MAX_CHOICES = 16 * MAX_N
 # token there (StopMatcher on the 2-core VM), 64 of them 0.05 ms.  OpenAI takes 4.
 MAX_STOP_STRINGS = 64
 MAX_STOP_TOKEN_IDS = 1024
+# A logit bias costs its request's rows a copy and one indexed add per step; OpenAI takes 300.
+MAX_LOGIT_BIASES = 1024
+PENALTY_LIMIT = 2.0  # OpenAI's bound on presence_penalty and frequency_penalty
 
 
 def default_chat_max_tokens(context_len: int, parallel_slots: int) -> int:
@@ -73,6 +79,8 @@ def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max
         "top_k": 0 if body.top_k is None or body.top_k == -1 else body.top_k,  # vLLM: -1 is off
         "min_p": 0.0 if body.min_p is None else body.min_p,
         "repeat_penalty": 1.0 if repeat_penalty is None else repeat_penalty,
+        "frequency_penalty": body.frequency_penalty or 0.0,
+        "presence_penalty": body.presence_penalty or 0.0,
         "stop": stop_strings(body.stop),
         "stop_tokens": tuple(body.stop_token_ids or ()),
         "seed": None if body.seed is None else body.seed % SEED_SPACE,
@@ -81,6 +89,8 @@ def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max
     }
     if body.repeat_last_n is not None:
         options["repeat_last_n"] = body.repeat_last_n
+    if body.logit_bias:
+        options["logit_bias"] = logit_bias(body.logit_bias)
     schema = response_schema(getattr(body, "response_format", None))
     if schema is not None:
         try:
@@ -92,6 +102,21 @@ def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max
         return GenerateConfig(**options)
     except InvalidConfigError as exc:
         raise bad_request(str(exc), param=_param_named_in(str(exc))) from exc
+
+
+def logit_bias(biases: dict[str, float]) -> dict[int, float]:
+    """OpenAI's ``logit_bias``: token ids written as decimal strings, each bias in
+    [-100, 100] (OpenAI refuses the rest; -100 bans a token in effect, 100 all but forces it)."""
+    if len(biases) > MAX_LOGIT_BIASES:
+        raise bad_request(f"logit_bias has {len(biases)} tokens; at most {MAX_LOGIT_BIASES} are taken", param="logit_bias")
+    taken: dict[int, float] = {}
+    for key, bias in biases.items():
+        if not key.isascii() or not key.isdigit():
+            raise bad_request(f"logit_bias's keys are token ids (decimal integers), got {key!r}", param="logit_bias")
+        if not -LOGIT_BIAS_LIMIT <= bias <= LOGIT_BIAS_LIMIT:
+            raise bad_request(f"logit_bias's values must be in [-100, 100], got {bias!r} for token {key}", param="logit_bias")
+        taken[int(key)] = bias
+    return taken
 
 
 def choice_seed(config: GenerateConfig, index: int) -> GenerateConfig:
@@ -157,11 +182,8 @@ def _refuse_unsupported(body: _Sampling) -> None:
                           param="stop_token_ids")
     for name in ("presence_penalty", "frequency_penalty"):
         value = getattr(body, name)
-        if value not in (None, 0, 0.0):
-            raise bad_request(f"{name} is not supported (the engine has repeat_penalty only); send 0 or leave it out, "
-                              "or use repeat_penalty", param=name)
-    if body.logit_bias:
-        raise bad_request("logit_bias is not supported", param="logit_bias")
+        if value is not None and not -PENALTY_LIMIT <= value <= PENALTY_LIMIT:
+            raise bad_request(f"{name} must be in [-2, 2] (OpenAI's range), got {value!r}", param=name)
     if isinstance(body, ChatCompletionRequest):
         if body.top_logprobs:
             raise bad_request("top_logprobs > 0 is not supported yet: only the sampled token's logprob is available "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -55,6 +56,8 @@ def completion_body(prompt: str | list[int], config: GenerateConfig, classify: b
         "min_p": config.min_p,
         "repeat_penalty": config.repeat_penalty,
         "repeat_last_n": config.repeat_last_n,
+        "frequency_penalty": config.frequency_penalty,
+        "presence_penalty": config.presence_penalty,
         "stop": list(config.stop),
         "ignore_eos": config.ignore_eos,
         "n_probs": 1 if config.logprobs else 0,
@@ -65,6 +68,8 @@ def completion_body(prompt: str | list[int], config: GenerateConfig, classify: b
         body["json_schema"] = json.loads(config.json_schema)
     if config.grammar is not None:
         body["grammar"] = config.grammar
+    if config.logit_bias:  # llama-server's ban is ``false`` (JSON has no -inf)
+        body["logit_bias"] = [[token, False if bias == -math.inf else bias] for token, bias in config.logit_bias.items()]
     return body
 
 

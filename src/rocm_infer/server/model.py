@@ -34,6 +34,7 @@ from ..types import (
     LoadConfig,
     Message,
     ModelInfo,
+    token_ids,
 )
 from .client import LiveWorkers, StreamWorker, completion_body, http_error
 from .process import ServerProcess
@@ -196,8 +197,11 @@ class ServerModel(TextModel):
     def _start(self, prompt: str | list[int], config: GenerateConfig, sink: Sink, *, classify: bool) -> Callable[[], None]:
         if self._closed:
             raise ModelClosedError("the model is closed; load it again")
-        if isinstance(prompt, list) and any(t >= self._info.vocab_size for t in prompt):
-            raise InvalidConfigError(f"token ids must be below the vocabulary size {self._info.vocab_size}")
+        vocab_size = self._info.vocab_size or None  # (0: the server did not say)
+        if isinstance(prompt, list):
+            token_ids(prompt, "a prompt's token ids", vocab_size)
+        if config.logit_bias:  # (llama-server would drop an id past the vocabulary without a word)
+            token_ids(config.logit_bias, "logit_bias's token ids", vocab_size)
         if classify and config.return_logits:
             raise InvalidConfigError("the llama_server backend cannot return full logits; use the llama_cpp backend")
         if config.regex is not None:

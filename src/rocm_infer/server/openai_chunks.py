@@ -16,6 +16,8 @@ chunks as well as real ones).  What the OpenAI wire format cannot carry, and wha
 - Sampling extras that are not OpenAI's (``top_k``, ``min_p``, ``repeat_penalty``,
   ``ignore_eos``, ``stop_token_ids``) are sent only when they are not off, under the names
   vLLM, llama-server and ``rocm-infer serve`` accept; OpenAI's own API refuses them (400).
+- ``logit_bias`` goes as OpenAI's ``{"id": bias}`` within its [-100, 100] (a ban,
+  ``-inf``, is -100; vLLM clamps to that range too).
 - Structured output: ``json_schema`` is ``response_format`` (plus llama-server's
   ``json_schema`` field, which its ``/v1/completions`` reads instead); GBNF grammars and
   regexes have no portable field, so ``OpenAIModel`` refuses them with a typed error
@@ -31,6 +33,8 @@ from ..types import FinishReason, GenerateConfig, Message, Token
 from .chunks import UNKNOWN_ID
 
 _REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
+# OpenAI's bound on a logit bias; at it a token is banned (or all but certain)
+LOGIT_BIAS_LIMIT = 100.0
 
 
 def openai_body(model: str, prompt: str | list[int] | list[Message], config: GenerateConfig) -> dict[str, Any]:
@@ -61,10 +65,15 @@ def openai_body(model: str, prompt: str | list[int] | list[Message], config: Gen
         body["min_p"] = config.min_p
     if config.repeat_penalty != 1.0:  # vLLM's name, and llama-server's (rocm-infer serve reads both)
         body.update(repetition_penalty=config.repeat_penalty, repeat_penalty=config.repeat_penalty, repeat_last_n=config.repeat_last_n)
+    for name in ("frequency_penalty", "presence_penalty"):  # OpenAI's own (its window may be the whole answer)
+        if getattr(config, name):
+            body[name] = getattr(config, name)
     if config.ignore_eos:
         body["ignore_eos"] = True
     if config.stop_tokens:
         body["stop_token_ids"] = list(config.stop_tokens)
+    if config.logit_bias:
+        body["logit_bias"] = {str(token): min(max(bias, -LOGIT_BIAS_LIMIT), LOGIT_BIAS_LIMIT) for token, bias in config.logit_bias.items()}
     if config.json_schema is not None:
         schema = json.loads(config.json_schema)
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
