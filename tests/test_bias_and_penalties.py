@@ -84,15 +84,45 @@ def test_a_biased_token_past_the_vocabulary_is_a_typed_error_and_the_model_serve
     assert token_ids(loaded, logit_bias={word: 100.0}) == [word] * 3
 
 
-def test_log_probabilities_stay_the_models_own(model, word):
-    [plain] = [t.logprob for t in model.generate(PROMPT, max_tokens=1, logprobs=True, logit_bias={word: 100.0}, timeout=NEVER_S)]
-    assert plain is not None and plain < math.log(0.5)  # the model's own: " banana" is unlikely here
+def test_a_bias_changes_its_own_row_only_and_log_probabilities_stay_the_models_own(model, word):
+    """A biased and a plain request in the same steps: each step samples the plain row in
+    llama.cpp's buffer and the biased one from a copy, so neither sees the other's bias and
+    the biased one's log-probabilities are the model's."""
+    biased = model.generate(PROMPT, max_tokens=3, logprobs=True, logit_bias={word: 100.0}, timeout=NEVER_S)
+    plain = model.generate("Once upon a time", max_tokens=3, logprobs=True, ignore_eos=True, timeout=NEVER_S)
+    biased_tokens, plain_tokens = list(biased), list(plain)
+    assert [t.id for t in biased_tokens] == [word] * 3
+    assert all(t.logprob is not None and t.logprob < math.log(0.5) for t in biased_tokens)  # " banana" is unlikely here
+    assert word not in [t.id for t in plain_tokens]
+    assert all(t.logprob is not None and t.logprob <= 0 for t in plain_tokens)
 
 
-@pytest.mark.parametrize("bias", [{-1: 1.0}, {1.5: 1.0}, {True: 1.0}, {1: math.inf}, {1: math.nan}, {1: "1"}, {1: 10**400}, [1, 2]])
+def test_classify_logits_stay_the_models_own(model, word):
+    [plain] = model.classify([PROMPT], return_logits=True)
+    [biased] = model.classify([PROMPT], return_logits=True, logit_bias={word: 100.0})
+    assert biased.token == word and abs(float(biased.logits[word]) - float(plain.logits[word])) < 1.0
+
+
+@pytest.mark.parametrize("bias", [{-1: 1.0}, {1.5: 1.0}, {True: 1.0}, {2**40: 1.0}, {1: math.inf}, {1: math.nan}, {1: "1"},
+                                  {1: 10**400}, {1: 1e300}, [1, 2], np.array(5)])
 def test_bad_biases_are_refused(bias):
+    """1e300 is finite in float64 but +inf in float32, where logits are kept."""
     with pytest.raises(ri.InvalidConfigError, match="logit_bias"):
         ri.GenerateConfig(logit_bias=bias)
+
+
+@pytest.mark.parametrize("value", [math.nan, -1e300, "1", None, True])
+@pytest.mark.parametrize("name", ["frequency_penalty", "presence_penalty"])
+def test_bad_penalties_are_refused(name, value):
+    with pytest.raises(ri.InvalidConfigError, match=name):
+        ri.GenerateConfig(**{name: value})
+
+
+def test_token_ids_of_any_integer_type_elsewhere_too():
+    config = ri.GenerateConfig(stop_tokens=np.array([1, 2]), presence_penalty=np.float32(0.5))
+    assert config.stop_tokens == (1, 2) and type(config.stop_tokens[0]) is int and config.presence_penalty == 0.5
+    with pytest.raises(ri.InvalidConfigError, match="stop_tokens"):
+        ri.GenerateConfig(stop_tokens=[2**31])
 
 
 def test_numpy_ids_and_values_are_taken_as_plain_numbers():

@@ -247,3 +247,7 @@ def test_chunks_become_tokens_without_a_server():
     assert reader.complete and reader.prompt_tokens == 5 and reader.generated == 1
     body = openai_body("m", "x", ri.GenerateConfig(top_k=0, repeat_penalty=1.0, json_schema={"type": "object"}))
     assert "top_k" not in body and "repeat_penalty" not in body and body["response_format"]["type"] == "json_schema"
+    body = openai_body("m", "x", ri.GenerateConfig(presence_penalty=0.5, repeat_last_n=32))
+    assert body["presence_penalty"] == 0.5 and body["repeat_last_n"] == 32 and "frequency_penalty" not in body
+    body = openai_body("m", "x", ri.GenerateConfig(frequency_penalty=0.5, repeat_last_n=0))  # no window: off, as in-process
+    assert "frequency_penalty" not in body and "repeat_last_n" not in body

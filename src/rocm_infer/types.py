@@ -29,6 +29,10 @@ DEFAULT_CONTEXT_CAP = 4096  # context_len=0: the trained context, capped here
 # threading.TIMEOUT_MAX (9.2e9 s on Linux); a request that may wait longer wants timeout=None.
 MAX_TIMEOUT_S = 365 * 24 * 3600.0
 INT32_MAX = 2**31 - 1  # the largest count llama.cpp's C ints and llama-server's fields take
+# The largest logit bias or penalty taken: far past any logit (a bias of 100 already decides),
+# and far enough below float32's range that a logit plus it, or a window of counts times it,
+# stays finite
+LOGIT_ADJUSTMENT_LIMIT = 1e6
 
 
 def _require(ok: bool, message: str) -> None:
@@ -53,26 +57,38 @@ def _is_int(value: Any, low: int = -INT32_MAX - 1) -> bool:
 def token_ids(values: Iterable[Any], what: str, vocab_size: int | None = None) -> list[int]:
     """``values`` as a list of plain ints, each a token id: >= 0, and below ``vocab_size``
     where the caller knows it (the vocabulary's own lookup reads an id past its end as
-    nothing, which would hide a caller's mistake).  Any integer type is taken (numpy's too:
-    ``tokenize``'s output often passes through an array), a bool is not.  The one rule for
-    prompts, ``detokenize`` and ``logit_bias`` on every backend."""
-    ids = list(values)
+    nothing, which would hide a caller's mistake), else a C int.  Any integer type is taken
+    (numpy's too: ``tokenize``'s output often passes through an array), a bool is not.  The
+    one rule for prompts, ``detokenize``, ``stop_tokens`` and ``logit_bias`` on every backend."""
+    try:
+        ids = list(values)
+    except TypeError as exc:  # a 0-d numpy array
+        raise InvalidConfigError(f"{what} must be a list of token ids, got {values!r}") from exc
+    end = vocab_size if vocab_size is not None else INT32_MAX + 1
     for token in ids:
         integer = isinstance(token, numbers.Integral) and not isinstance(token, bool)
-        if not integer or token < 0 or (vocab_size is not None and token >= vocab_size):
-            bound = f" and below the vocabulary size {vocab_size}" if vocab_size is not None else ""
-            raise InvalidConfigError(f"{what} must be integers >= 0{bound}, got {token!r}")
+        if not integer or not 0 <= token < end:
+            bound = f"the vocabulary size {vocab_size}" if vocab_size is not None else "2**31"
+            raise InvalidConfigError(f"{what} must be integers >= 0 and below {bound}, got {token!r}")
     return [int(token) for token in ids]
 
 
-def _bias(value: Any) -> float:
-    """A logit bias as a float: any real number type, finite or ``-inf``."""
+def _real(value: Any, name: str, ban: bool = False) -> float:
+    """A logit adjustment as a float: any real number type (numpy's too), within
+    ``LOGIT_ADJUSTMENT_LIMIT`` (past it a sum of logits in float32 can reach +inf), or
+    ``-inf`` where it means a ban."""
     try:
-        bias = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
     except OverflowError:  # an int too large for a float
-        bias = math.nan
-    _require(math.isfinite(bias) or bias == -math.inf, f"logit_bias's values must be finite numbers or -inf (a ban), got {value!r}")
-    return bias
+        number = math.nan
+    ok = abs(number) <= LOGIT_ADJUSTMENT_LIMIT or (ban and number == -math.inf)
+    _require(ok, f"{name} must be numbers within ±{LOGIT_ADJUSTMENT_LIMIT:g}{' or -inf (a ban)' if ban else ''}, got {value!r}")
+    return number
+
+
+def penalties_on(repeat_penalty: float, frequency_penalty: float, presence_penalty: float, repeat_last_n: int) -> bool:
+    """Some penalty is on and has a window to count in (llama.cpp's rule)."""
+    return (repeat_penalty != 1.0 or frequency_penalty != 0.0 or presence_penalty != 0.0) and repeat_last_n > 0
 
 
 def _is_sequence(value: Any) -> bool:
@@ -205,10 +221,10 @@ class GenerateConfig:
         _require(_is_number(self.repeat_penalty) and self.repeat_penalty > 0, f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty!r}")
         _require(_is_int(self.repeat_last_n, 0), f"repeat_last_n must be an integer in [0, {INT32_MAX}], got {self.repeat_last_n!r}")
         for name in ("frequency_penalty", "presence_penalty"):
-            _require(_is_number(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, _real(getattr(self, name), name))
         _require(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings")
         _require(all(_utf8(s) for s in self.stop), "stop strings must be valid Unicode text (a lone surrogate has no UTF-8 form)")
-        _require(all(_is_int(t, 0) for t in self.stop_tokens), f"stop_tokens must be token ids (integers >= 0), got {self.stop_tokens!r}")
+        object.__setattr__(self, "stop_tokens", tuple(token_ids(self.stop_tokens, "stop_tokens")))
         for flag in ("logprobs", "return_logits", "ignore_eos"):
             _require(isinstance(getattr(self, flag), bool), f"{flag} must be True or False, got {getattr(self, flag)!r}")
         _require(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
@@ -216,13 +232,14 @@ class GenerateConfig:
                  f"timeout must be None (no limit) or a number of seconds in (0, {MAX_TIMEOUT_S:.0f}] (a year), got {self.timeout!r}")
 
     def _check_logit_bias(self) -> None:
-        """Kept as a plain ``{int: float}`` (numpy's ids and numbers taken); a bias of
-        ``+inf`` or NaN has no meaning in a softmax and is refused."""
+        """Kept as a ``{int: float}`` of its own (numpy's ids and numbers taken; a plain dict,
+        as ``json_schema``'s, so that a config pickles); a bias of ``+inf`` or NaN has no
+        meaning in a softmax and is refused."""
         if self.logit_bias is None:
             return
         _require(isinstance(self.logit_bias, Mapping), f"logit_bias must be a mapping of token id to bias, got {self.logit_bias!r}")
         ids = token_ids(self.logit_bias.keys(), "logit_bias's token ids")
-        biases = [_bias(value) for value in self.logit_bias.values()]
+        biases = [_real(value, "logit_bias's values", ban=True) for value in self.logit_bias.values()]
         object.__setattr__(self, "logit_bias", dict(zip(ids, biases)) or None)
 
     def _check_constraint(self) -> None:
@@ -249,9 +266,7 @@ class GenerateConfig:
 
     @property
     def penalised(self) -> bool:
-        """Some penalty is on (and has a window to count in)."""
-        penalties = self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
-        return penalties and self.repeat_last_n > 0
+        return penalties_on(self.repeat_penalty, self.frequency_penalty, self.presence_penalty, self.repeat_last_n)
 
     @property
     def greedy(self) -> bool:

@@ -143,10 +143,11 @@ class Engine:
         try:
             return future.result(timeout)
         except FutureTimeoutError as exc:
-            # not taken yet: it never will be (the engine skips a cancelled call)
-            if not future.cancel() and future.done():  # it ended as the wait did (or ``fn`` raised it: then so does this)
+            if future.cancel():  # not taken yet: it never will be (the engine skips a cancelled call)
+                raise EngineError(f"the engine did not take the call within {timeout} s: one step is taking that long") from exc
+            if future.done():  # it ended as the wait did (or ``fn`` raised it: then so does this)
                 return future.result()
-            raise EngineError(f"the engine did not take the call within {timeout} s: one step is taking that long") from exc
+            raise EngineError(f"the call was still running on the engine thread after {timeout} s") from exc
 
     def close(self) -> None:
         """End every live request with ``ModelClosedError`` and join the thread."""

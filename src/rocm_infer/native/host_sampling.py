@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..types import penalties_on
 from .host_library import host_library
 
 
@@ -60,8 +61,7 @@ class HostSampler:
 
     @property
     def penalised(self) -> bool:
-        penalties = self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0
-        return penalties and self.repeat_last_n > 0
+        return penalties_on(self.repeat_penalty, self.frequency_penalty, self.presence_penalty, self.repeat_last_n)
 
     @property
     def adjusts_logits(self) -> bool:

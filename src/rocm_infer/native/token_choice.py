@@ -124,7 +124,7 @@ class TokenChooser:
         samplers = [r.host_sampler for r in requests]
         constraints = [r.constraint for r in requests if r.constraint is not None]
         if constraints or any(s.adjusts_logits for s in samplers):  # type: ignore[union-attr]
-            block, row_ids = rows[subset], None  # a subset is all constrained or all free (``choose``)
+            block, row_ids = rows[subset], None  # (constrained rows are never grouped with others: ``choose``)
             if constraints:
                 mask_rows(block, constraints)
         else:

@@ -224,6 +224,6 @@ def response_schema(response_format: dict[str, Any] | None) -> str | None:
 
 def _param_named_in(message: str) -> str | None:
     """``GenerateConfig`` messages start with the option's name ("top_p must be ...")."""
-    head = message.split(" ", 1)[0]
+    head = message.split(" ", 1)[0].removesuffix("'s")  # ("logit_bias's values must ...")
     return head if head.isidentifier() else None
 

@@ -71,7 +71,7 @@ class _Sampling(_Body):
     seed: Int | None = None
     presence_penalty: Float | None = None
     frequency_penalty: Float | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Float] | None = None  # (a bool is refused: llama-server reads false as a ban, OpenAI takes numbers)
     user: str | None = None
     # vLLM's and llama-server's sampling extras
     top_k: Int | None = None

@@ -17,7 +17,9 @@ chunks as well as real ones).  What the OpenAI wire format cannot carry, and wha
   ``ignore_eos``, ``stop_token_ids``) are sent only when they are not off, under the names
   vLLM, llama-server and ``rocm-infer serve`` accept; OpenAI's own API refuses them (400).
 - ``logit_bias`` goes as OpenAI's ``{"id": bias}`` within its [-100, 100] (a ban,
-  ``-inf``, is -100; vLLM clamps to that range too).
+  ``-inf``, is -100; vLLM clamps to that range too).  The penalties go as they are: a
+  server refuses what is outside its range (OpenAI's and serve's is [-2, 2]); vLLM and
+  OpenAI count them over the answer, not over a window of ``repeat_last_n`` tokens.
 - Structured output: ``json_schema`` is ``response_format`` (plus llama-server's
   ``json_schema`` field, which its ``/v1/completions`` reads instead); GBNF grammars and
   regexes have no portable field, so ``OpenAIModel`` refuses them with a typed error
@@ -33,8 +35,10 @@ from ..types import FinishReason, GenerateConfig, Message, Token
 from .chunks import UNKNOWN_ID
 
 _REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
-# OpenAI's bound on a logit bias; at it a token is banned (or all but certain)
+# OpenAI's bound on a logit bias; at it a token is banned (or all but certain) in effect
 LOGIT_BIAS_LIMIT = 100.0
+# llama-server's and rocm-infer serve's repeat_last_n when a request leaves it out
+DEFAULT_PENALTY_WINDOW = 64
 
 
 def openai_body(model: str, prompt: str | list[int] | list[Message], config: GenerateConfig) -> dict[str, Any]:
@@ -63,11 +67,14 @@ def openai_body(model: str, prompt: str | list[int] | list[Message], config: Gen
         body["top_k"] = config.top_k
     if config.min_p > 0:
         body["min_p"] = config.min_p
-    if config.repeat_penalty != 1.0:  # vLLM's name, and llama-server's (rocm-infer serve reads both)
-        body.update(repetition_penalty=config.repeat_penalty, repeat_penalty=config.repeat_penalty, repeat_last_n=config.repeat_last_n)
-    for name in ("frequency_penalty", "presence_penalty"):  # OpenAI's own (its window may be the whole answer)
-        if getattr(config, name):
-            body[name] = getattr(config, name)
+    if config.penalised:  # (off with no window: nothing is sent)
+        if config.repeat_penalty != 1.0:  # vLLM's name, and llama-server's (rocm-infer serve reads both)
+            body.update(repetition_penalty=config.repeat_penalty, repeat_penalty=config.repeat_penalty)
+        for name in ("frequency_penalty", "presence_penalty"):  # OpenAI's own (its window may be the whole answer)
+            if getattr(config, name):
+                body[name] = getattr(config, name)
+        if config.repeat_last_n != DEFAULT_PENALTY_WINDOW:
+            body["repeat_last_n"] = config.repeat_last_n
     if config.ignore_eos:
         body["ignore_eos"] = True
     if config.stop_tokens:
