@@ -106,6 +106,11 @@ def test_logit_bias_reaches_the_server(remote, model):
     assert text == model.detokenize([word] * 3)
 
 
+def test_top_logprobs_are_refused_with_the_reason(remote):
+    with pytest.raises(ri.InvalidConfigError, match="top_logprobs"):
+        list(remote.generate(PROMPT, max_tokens=2, logprobs=True, top_logprobs=2))
+
+
 def test_classify(remote):
     results = remote.classify([PROMPT, "One, two,"])
     assert len(results) == 2 and all(r.text for r in results)

@@ -2,14 +2,24 @@ import math
 
 import numpy as np
 
-from rocm_infer.native.sampling import chain_plan, token_logprob
+from rocm_infer.native.sampling import chain_plan, token_logprobs
 from rocm_infer.types import GenerateConfig
 
 
 def test_logprob_is_log_softmax():
     row = np.array([1.0, 2.0, 3.0], dtype=np.float32)
     expected = 3.0 - math.log(math.exp(1) + math.exp(2) + math.exp(3))
-    assert abs(token_logprob(row, 2) - expected) < 1e-6
+    logprob, top = token_logprobs(row, 2, 0)
+    assert abs(logprob - expected) < 1e-6 and top is None
+
+
+def test_top_logprobs_are_the_best_tokens_most_likely_first():
+    row = np.array([0.5, 3.0, -1.0, 3.0, 2.0], dtype=np.float32)
+    logprob, top = token_logprobs(row, 0, 3)
+    normaliser = math.log(sum(math.exp(x) for x in row.tolist()))
+    assert [t for t, _ in top] == [1, 3, 4]  # a tie goes to the lower id
+    assert all(abs(lp - (row[t] - normaliser)) < 1e-6 for t, lp in top)
+    assert abs(logprob - (0.5 - normaliser)) < 1e-6
 
 
 def test_chain_order_follows_llama_cpp():

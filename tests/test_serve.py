@@ -213,6 +213,20 @@ def test_logprobs(client, model_id):
     assert sum(len(c.choices[0].logprobs.content) for c in streamed) == 5
 
 
+def test_top_logprobs(client, model_id):
+    """The step's most likely tokens, most likely first; greedy picks the first of them."""
+    chat = client.chat.completions.create(model=model_id, messages=MESSAGES, max_tokens=4, temperature=0, logprobs=True,
+                                          top_logprobs=3, extra_body={"ignore_eos": True})
+    for entry in chat.choices[0].logprobs.content:
+        alternatives = [a.logprob for a in entry.top_logprobs]
+        assert len(alternatives) == 3 and alternatives == sorted(alternatives, reverse=True)
+        assert entry.top_logprobs[0].token == entry.token and abs(alternatives[0] - entry.logprob) < 1e-4
+    legacy = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=3, temperature=0, logprobs=2,
+                                       stream=True, extra_body={"ignore_eos": True})
+    tops = [c.choices[0].logprobs.top_logprobs[0] for c in legacy if c.choices and c.choices[0].logprobs]
+    assert len(tops) == 3 and all(1 <= len(top) <= 3 and all(v <= 0 for v in top.values()) for top in tops)
+
+
 def test_a_body_that_is_not_json_is_a_400_that_says_so(served):
     answer = httpx.post(f"{served.url}/v1/completions", content=b'{not json', headers={"Authorization": f"Bearer {KEY}",
                                                                                       "Content-Type": "application/json"})
@@ -253,7 +267,7 @@ def test_a_body_past_the_limit_is_413_and_the_model_keeps_serving(served, client
     ({"n": 0}, "n"),
     ({"presence_penalty": 2.5}, "presence_penalty"),
     ({"frequency_penalty": -3.0}, "frequency_penalty"),
-    ({"logprobs": True, "top_logprobs": 3}, "top_logprobs"),
+    ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}, "response_format"),
     ({"logit_bias": {"12": 101}}, "logit_bias"),
     ({"logit_bias": {"hello": 5}}, "logit_bias"),

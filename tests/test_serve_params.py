@@ -22,6 +22,7 @@ from rocm_infer.serve import Runtime, ServeSettings, create_app  # noqa: E402
 from rocm_infer.serve.errors import ApiError, from_library, from_validation  # noqa: E402
 from rocm_infer.serve.launch import is_loopback, without_nagle  # noqa: E402
 from rocm_infer.serve.metrics import EngineFigures, ServerMetrics  # noqa: E402
+from rocm_infer.serve.responses import LogprobEntry  # noqa: E402
 from rocm_infer.serve.params import (  # noqa: E402
     chat_messages,
     choice_seed,
@@ -49,6 +50,8 @@ def test_openai_defaults_and_extras():
     assert config.ignore_eos and config.logprobs
     assert generate_config(CompletionRequest(prompt="x"), 16).max_tokens == 16
     assert generate_config(CompletionRequest(prompt="x", logprobs=0), 16).logprobs
+    assert generate_config(CompletionRequest(prompt="x", logprobs=3), 16).top_logprobs == 3
+    assert generate_config(chat(logprobs=True, top_logprobs=5), 16).top_logprobs == 5
 
 
 def test_unknown_fields_are_served_with_a_warning_that_names_them(caplog):
@@ -79,7 +82,7 @@ def test_seeds_wrap_and_differ_per_choice():
     ({"logit_bias": {"-1": 2.0}}, "logit_bias"),
     ({"logit_bias": {"1.5": 2.0}}, "logit_bias"),
     ({"logit_bias": {str(i): 1.0 for i in range(1025)}}, "logit_bias"),
-    ({"top_logprobs": 2, "logprobs": True}, "top_logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true, as OpenAI
     ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
     ({"response_format": {"type": "yaml"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}}, "response_format"),
@@ -118,7 +121,7 @@ def test_zero_penalties_and_text_format_are_accepted():
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"logprobs": 2}, "logprobs"), ({"suffix": "x"}, "suffix"), ({"best_of": 3}, "best_of"), ({"echo": True, "logprobs": 0}, "echo"),
+    ({"suffix": "x"}, "suffix"), ({"best_of": 3}, "best_of"), ({"echo": True, "logprobs": 0}, "echo"),
 ])
 def test_completion_refusals(fields, param):
     with pytest.raises(ApiError) as caught:
@@ -357,10 +360,11 @@ def test_a_logprob_token_text_after_the_model_closed_is_the_streamed_text(gemma_
     logprob entries take the text the stream released instead of failing the stream."""
     with ri.load_model(gemma_path, parallel_slots=1, context_len=256) as model:
         runtime = Runtime(ServeSettings(), model=model)
-        token = ri.Token(model.tokenize("Hello", add_special=False)[0], "Hel", -0.5)
-        assert runtime.token_text(token) == model.detokenize([token.id])
+        [hello, comma] = model.tokenize("Hello,", add_special=False)
+        token = ri.Token(hello, "Hel", -0.5, ((hello, -0.5), (comma, -2.0)))
+        assert runtime.logprob_entry(token) == LogprobEntry("Hello", -0.5, (("Hello", -0.5), (",", -2.0)))
         model.close()
-        assert runtime.token_text(token) == "Hel"
+        assert runtime.logprob_entry(token) == LogprobEntry("Hel", -0.5)
 
 
 class _Offering:

@@ -33,6 +33,7 @@ INT32_MAX = 2**31 - 1  # the largest count llama.cpp's C ints and llama-server's
 # and far enough below float32's range that a logit plus it, or a window of counts times it,
 # stays finite
 LOGIT_ADJUSTMENT_LIMIT = 1e6
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound on top_logprobs
 
 
 def _require(ok: bool, message: str) -> None:
@@ -134,11 +135,14 @@ class Token:
     end-of-generation (or ``stop_tokens``) token is yielded only when it releases text
     held back before it; otherwise generation ends without yielding it.  On the
     llama_server backend ``id`` is -1 for a token llama-server never sent (it ended
-    inside a character and the id could not be recovered from byte tokens)."""
+    inside a character and the id could not be recovered from byte tokens).
+    ``top_logprobs`` (with ``top_logprobs=N``): the N most likely tokens at this step as
+    (id, log-probability), most likely first, from the model's own logits."""
 
     id: int
     text: str
     logprob: float | None = None
+    top_logprobs: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,9 @@ class GenerateConfig:
     llama.cpp's, over the last ``repeat_last_n`` tokens (prompt included): a token seen
     there has its logit divided by ``repeat_penalty`` (multiplied, when negative), then
     lowered by ``frequency_penalty`` per time seen and ``presence_penalty`` once (OpenAI's
-    two, counted over that window rather than over the whole answer)."""
+    two, counted over that window rather than over the whole answer).  ``logprobs`` gives
+    each token its log-probability, ``top_logprobs=N`` (with it, up to 20) the N most
+    likely tokens at each step too."""
 
     max_tokens: int = 256
     temperature: float = 0.0
@@ -203,6 +209,7 @@ class GenerateConfig:
     logit_bias: Mapping[int, float] | None = None
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         self._check_constraint()
@@ -227,6 +234,9 @@ class GenerateConfig:
         object.__setattr__(self, "stop_tokens", tuple(token_ids(self.stop_tokens, "stop_tokens")))
         for flag in ("logprobs", "return_logits", "ignore_eos"):
             _require(isinstance(getattr(self, flag), bool), f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        _require(_is_int(self.top_logprobs, 0) and self.top_logprobs <= MAX_TOP_LOGPROBS,
+                 f"top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs!r}")
+        _require(self.logprobs or not self.top_logprobs, "top_logprobs needs logprobs=True (as in OpenAI's API)")
         _require(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32), f"seed must be None or an integer in [0, 2**32), got {self.seed!r}")
         _require(self.timeout is None or (_is_number(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT_S),
                  f"timeout must be None (no limit) or a number of seconds in (0, {MAX_TIMEOUT_S:.0f}] (a year), got {self.timeout!r}")

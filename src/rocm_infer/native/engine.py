@@ -71,7 +71,7 @@ from .device_sampling import DevicePolicy
 from .handles import LlamaContext, NoKvSlotError
 from .kv_slots import KvSlots
 from .request import Request, RequestKind, RequestStatus
-from .sampling import token_logprob
+from .sampling import token_logprobs
 from .scheduler import Chunk, StepPlan, plan_step
 from .stats import EngineStats
 from .token_choice import TokenChooser
@@ -437,17 +437,20 @@ class Engine:
                 request.sink.put(ClassifyResult(token, self._vocab.detokenize([token]), logits))
                 self._finish(request, RequestStatus.FINISHED_STOPPED)
                 continue
-            logprob = token_logprob(rows[row], token) if request.config.logprobs and rows is not None else None
-            self._record_token(request, token, logprob, chosen)
+            logprob, top = None, None
+            if request.config.logprobs and rows is not None:
+                logprob, top = token_logprobs(rows[row], token, request.config.top_logprobs)
+            self._record_token(request, token, logprob, chosen, top)
         self.stats.emit_s += time.perf_counter() - chosen
 
-    def _record_token(self, request: Request, token: int, logprob: float | None, now: float) -> None:
+    def _record_token(self, request: Request, token: int, logprob: float | None, now: float,
+                      top: tuple[tuple[int, float], ...] | None = None) -> None:
         if not request.first_token_at:
             request.first_token_at = now
         request.last_token_at = now
         config = request.config
         end_token = (self._vocab.is_eog(token) and not config.ignore_eos) or token in config.stop_tokens
-        request.undelivered = (token, logprob, end_token)
+        request.undelivered = (token, logprob, top, end_token)
         self._undelivered.append(request)
         if end_token:
             self._end(request, RequestStatus.FINISHED_STOPPED)
@@ -490,18 +493,18 @@ class Engine:
         """Detokenize the request's last recorded token, match stop strings and hand over
         the text it releases; True when a stop string ends the request."""
         assert request.undelivered is not None
-        token, logprob, end_token = request.undelivered
+        token, logprob, top, end_token = request.undelivered
         request.undelivered = None
         if end_token:
             tail = request.flush_text()
             if tail:  # text held back before the end token is the generation's, so it is sent
                 request.generated.append(token)
-                request.sink.put(Token(token, tail, logprob))
+                request.sink.put(Token(token, tail, logprob, top))
             return False
         released, stopped = request.release(self._vocab.piece(token))
         if not stopped and request.status.finished:
             released += request.flush_text()
-        request.sink.put(Token(token, released, logprob))
+        request.sink.put(Token(token, released, logprob, top))
         return stopped
 
     def _end(self, request: Request, status: RequestStatus, error: BaseException | None = None) -> None:

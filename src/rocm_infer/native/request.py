@@ -69,8 +69,8 @@ class Request:
     deferred: bool = False
     detokenizer: Detokenizer = field(default_factory=Detokenizer)
     stops: StopMatcher = field(init=False)
-    # the last recorded token's (id, logprob, is an end token) until its text is delivered
-    undelivered: tuple[int, float | None, bool] | None = None
+    # the last recorded token's (id, logprob, top logprobs, is an end token) until its text is delivered
+    undelivered: tuple[int, float | None, tuple[tuple[int, float], ...] | None, bool] | None = None
     error: BaseException | None = None  # why it ended, once it has
     announced: bool = False  # its ``Finished`` was sent
     admitted_at: float = 0.0

@@ -18,10 +18,21 @@ from ..types import GenerateConfig
 ChainStep = tuple[str, tuple[Any, ...]]
 
 
-def token_logprob(row: np.ndarray, token: int) -> float:
-    """log softmax of one row at ``token``, computed stably in float64."""
+def token_logprobs(row: np.ndarray, token: int, top: int) -> tuple[float, tuple[tuple[int, float], ...] | None]:
+    """``token``'s log-probability (log softmax of the row, its normaliser computed stably
+    in float64) and, with ``top``, the ``top`` most likely tokens' (id, log-probability),
+    most likely first (ties by id): a partition, not a sort, finds them."""
+    normaliser = _log_normaliser(row)
+    if not top:
+        return float(row[token] - normaliser), None
+    best = np.argpartition(row, -top)[-top:]
+    best = best[np.lexsort((best, -row[best]))]
+    return float(row[token] - normaliser), tuple((int(t), float(row[t] - normaliser)) for t in best)
+
+
+def _log_normaliser(row: np.ndarray) -> float:
     peak = float(row.max())
-    return float(row[token] - peak - np.log(np.exp(row.astype(np.float64) - peak).sum()))
+    return peak + float(np.log(np.exp(row.astype(np.float64) - peak).sum()))
 
 
 def chain_plan(config: GenerateConfig, seed: int, n_vocab: int) -> list[ChainStep]:

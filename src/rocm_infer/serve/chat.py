@@ -30,7 +30,7 @@ async def create_chat_completion(runtime: Runtime, body: ChatCompletionRequest, 
         return EventStream(_events(runtime, env, generation, include_usage, body.logprobs), generation.close, generation.ready)
 
     async def answer() -> dict[str, Any]:
-        choices = await collect(generation, runtime.token_text, body.logprobs)
+        choices = await collect(generation, runtime.logprob_entry, body.logprobs)
         usage = Usage()
         for choice in choices:
             usage.add(0, choice.prompt_tokens, choice.generated_tokens)
@@ -50,8 +50,8 @@ async def _events(runtime: Runtime, env: Envelope, generation: Generation, inclu
         async for index, token, error in generation.events():
             if token is not None:
                 if token.text or logprobs:
-                    entries = [(runtime.token_text(token), token.logprob)] if logprobs else None
-                    yield sse(chat_chunk(env, index, {"content": token.text}, logprobs=entries, with_usage=include_usage))  # type: ignore[arg-type]
+                    entries = [runtime.logprob_entry(token)] if logprobs else None
+                    yield sse(chat_chunk(env, index, {"content": token.text}, logprobs=entries, with_usage=include_usage))
                 else:
                     yield ""  # text held back: nothing to send, but ``joined`` must not wait past it
                 continue

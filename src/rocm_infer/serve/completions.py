@@ -35,7 +35,7 @@ async def create_completion(runtime: Runtime, body: CompletionRequest, request: 
         return EventStream(_events(runtime, env, generation, echoes, include_usage, logprobs), generation.close, generation.ready)
 
     async def answer() -> dict[str, Any]:
-        choices = await collect(generation, runtime.token_text, logprobs)
+        choices = await collect(generation, runtime.logprob_entry, logprobs)
         usage = Usage()
         for choice, started in zip(choices, generation.choices):
             usage.add(started.prompt_index, choice.prompt_tokens, choice.generated_tokens)
@@ -69,9 +69,9 @@ async def _events(runtime: Runtime, env: Envelope, generation: Generation, echoe
                 if token.text or logprobs:
                     entries = None
                     if logprobs:
-                        piece = runtime.token_text(token)
-                        entries = completion_logprobs([(piece, token.logprob)], offsets[index])  # type: ignore[list-item]
-                        offsets[index] += len(piece)
+                        entry = runtime.logprob_entry(token)
+                        entries = completion_logprobs([entry], offsets[index])
+                        offsets[index] += len(entry.text)
                     yield sse(completion_chunk(env, index, token.text, logprobs=entries, with_usage=include_usage))
                 else:
                     yield ""  # text held back: nothing to send, but ``joined`` must not wait past it

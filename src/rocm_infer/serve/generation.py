@@ -22,7 +22,7 @@ from ..stream import AsyncTokenStream
 from ..types import Token
 from .errors import from_library
 from .metrics import ServerMetrics
-from .responses import ChoiceResult
+from .responses import ChoiceResult, LogprobEntry
 
 # (choice index, token, None) per token; (choice index, None, error or None) at its end
 Event = tuple[int, Token | None, BaseException | None]
@@ -137,7 +137,7 @@ class Generation:
                                        metrics.time_to_first_token_s if metrics else 0.0)
 
 
-async def collect(generation: Generation, token_text: Callable[[Token], str], logprobs: bool) -> list[ChoiceResult]:
+async def collect(generation: Generation, logprob_entry: Callable[[Token], LogprobEntry], logprobs: bool) -> list[ChoiceResult]:
     """Run every choice to its end and return their texts (a non-streamed answer).  The
     first choice that fails fails the request; the caller closes the generation."""
     results = [ChoiceResult(c.index, logprobs=[] if logprobs else None) for c in generation.choices]
@@ -147,7 +147,7 @@ async def collect(generation: Generation, token_text: Callable[[Token], str], lo
             texts[index].append(token.text)
             entries = results[index].logprobs
             if entries is not None:
-                entries.append((token_text(token), token.logprob))  # type: ignore[arg-type]
+                entries.append(logprob_entry(token))
             continue
         if error is not None:
             raise error

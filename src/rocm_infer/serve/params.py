@@ -14,9 +14,10 @@ Where OpenAI and the engine differ, the choice is written down here:
   (and llama-server) apply them: over the last ``repeat_last_n`` tokens (64 unless sent),
   prompt included, where OpenAI counts over the whole answer so far.
 - ``logit_bias``: token ids as decimal strings, biases in OpenAI's [-100, 100].
-- Top alternatives per token (chat ``top_logprobs`` > 0, completions ``logprobs`` > 0)
-  are not available from the engine: a 400.  The sampled token's logprob is
-  (chat ``logprobs: true``, completions ``logprobs: 0``).
+- Log-probabilities: chat ``logprobs: true`` (with ``top_logprobs`` up to 20, the most
+  likely tokens of each step), completions ``logprobs: N`` (the sampled token's and the N
+  most likely, up to 5, OpenAI's bound there); from the model's own logits (before any
+  bias, penalty or structured-output mask, as llama-server's and vLLM's defaults).
 - ``response_format``: ``json_object`` is the schema ``{"type": "object"}``; ``json_schema``
   takes ``json_schema.schema`` (any JSON value when it is left out) and constrains the
   output with it whatever ``strict`` says (the mask is exact, so strict costs nothing);
@@ -67,10 +68,10 @@ def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max
         _log.warning("fields present in the request but ignored: %s", ", ".join(map(repr, sorted(body.model_extra))))
     if isinstance(body, ChatCompletionRequest):
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        logprobs = body.logprobs
+        logprobs, top_logprobs = body.logprobs, body.top_logprobs or 0
     else:
         max_tokens = body.max_tokens
-        logprobs = body.logprobs is not None
+        logprobs, top_logprobs = body.logprobs is not None, body.logprobs or 0
     repeat_penalty = body.repeat_penalty if body.repeat_penalty is not None else body.repetition_penalty
     options: dict[str, Any] = {
         "max_tokens": default_max_tokens if max_tokens is None else max_tokens,
@@ -85,6 +86,7 @@ def generate_config(body: ChatCompletionRequest | CompletionRequest, default_max
         "stop_tokens": tuple(body.stop_token_ids or ()),
         "seed": None if body.seed is None else body.seed % SEED_SPACE,
         "logprobs": logprobs,
+        "top_logprobs": top_logprobs,
         "ignore_eos": body.ignore_eos,
     }
     if body.repeat_last_n is not None:
@@ -185,15 +187,11 @@ def _refuse_unsupported(body: _Sampling) -> None:
         if value is not None and not -PENALTY_LIMIT <= value <= PENALTY_LIMIT:
             raise bad_request(f"{name} must be in [-2, 2] (OpenAI's range), got {value!r}", param=name)
     if isinstance(body, ChatCompletionRequest):
-        if body.top_logprobs:
-            raise bad_request("top_logprobs > 0 is not supported yet: only the sampled token's logprob is available "
-                              "(logprobs: true, top_logprobs: 0)", param="top_logprobs")
+        if body.top_logprobs and not body.logprobs:
+            raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
         if body.tools and body.tool_choice != "none":
             raise bad_request("tools (function calling) are not supported", param="tools")
     elif isinstance(body, CompletionRequest):
-        if body.logprobs:
-            raise bad_request("logprobs > 0 (top alternatives) is not supported yet: logprobs: 0 returns the sampled "
-                              "tokens' logprobs", param="logprobs")
         if body.suffix:
             raise bad_request("suffix (insertion) is not supported", param="suffix")
         if body.best_of is not None and body.best_of != body.n:

@@ -15,6 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True)
+class LogprobEntry:
+    """One generated token's log-probability as the server reports it: its own text (not
+    the text its chunk released), and the step's most likely tokens when asked."""
+
+    text: str
+    logprob: float | None  # (None where the backend gave none)
+    top: tuple[tuple[str, float], ...] = ()
+
+
 @dataclass
 class ChoiceResult:
     """One finished choice of a non-streamed answer."""
@@ -22,7 +32,7 @@ class ChoiceResult:
     index: int
     text: str = ""
     finish_reason: str | None = None
-    logprobs: list[tuple[str, float]] | None = None  # (token text, logprob) when asked
+    logprobs: list[LogprobEntry] | None = None  # when asked
     prompt_tokens: int = 0
     generated_tokens: int = 0
 
@@ -67,10 +77,14 @@ DONE = sse("[DONE]")
 
 
 # ---- chat --------------------------------------------------------------------------------
-def chat_logprobs(entries: list[tuple[str, float]]) -> dict[str, Any]:
-    content = [{"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8")), "top_logprobs": []}
-               for text, logprob in entries]
+def chat_logprobs(entries: list[LogprobEntry]) -> dict[str, Any]:
+    content = [{**_chat_token(e.text, e.logprob), "top_logprobs": [_chat_token(text, logprob) for text, logprob in e.top]}
+               for e in entries]
     return {"content": content, "refusal": None}
+
+
+def _chat_token(text: str, logprob: float) -> dict[str, Any]:
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
 
 def chat_completion(env: Envelope, choices: list[ChoiceResult], usage: Usage) -> dict[str, Any]:
@@ -84,7 +98,7 @@ def chat_completion(env: Envelope, choices: list[ChoiceResult], usage: Usage) ->
 
 
 def chat_chunk(env: Envelope, index: int, delta: dict[str, Any], finish_reason: str | None = None,
-               logprobs: list[tuple[str, float]] | None = None, with_usage: bool = False) -> dict[str, Any]:
+               logprobs: list[LogprobEntry] | None = None, with_usage: bool = False) -> dict[str, Any]:
     chunk = {"id": env.id, "object": "chat.completion.chunk", "created": env.created, "model": env.model,
              "choices": [{"index": index, "delta": delta, "logprobs": chat_logprobs(logprobs) if logprobs is not None else None,
                           "finish_reason": finish_reason}]}
@@ -99,14 +113,15 @@ def chat_usage_chunk(env: Envelope, usage: Usage) -> dict[str, Any]:
 
 
 # ---- completions ---------------------------------------------------------------------------
-def completion_logprobs(entries: list[tuple[str, float]], offset: int) -> dict[str, Any]:
-    """The legacy shape; ``top_logprobs`` holds the sampled token only (``logprobs: 0``)."""
+def completion_logprobs(entries: list[LogprobEntry], offset: int) -> dict[str, Any]:
+    """The legacy shape: ``top_logprobs`` maps the step's most likely tokens' texts to their
+    logprobs, the sampled token's included (as vLLM does; with ``logprobs: 0`` it alone)."""
     offsets, position = [], offset
-    for text, _ in entries:
+    for entry in entries:
         offsets.append(position)
-        position += len(text)
-    return {"tokens": [t for t, _ in entries], "token_logprobs": [lp for _, lp in entries],
-            "top_logprobs": [{t: lp} for t, lp in entries], "text_offset": offsets}
+        position += len(entry.text)
+    return {"tokens": [e.text for e in entries], "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{**dict(e.top), e.text: e.logprob} for e in entries], "text_offset": offsets}
 
 
 def completion(env: Envelope, choices: list[ChoiceResult], usage: Usage) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ..types import LoadConfig, Token
 from .body_limit import DEFAULT_MAX_REQUEST_BYTES
 from .errors import ApiError
 from .metrics import EngineFigures, ServerMetrics
+from .responses import LogprobEntry
 
 _log = logging.getLogger("rocm_infer.serve")
 
@@ -114,15 +115,19 @@ class Runtime:
             raise ApiError(404, f"The model `{name}` does not exist; this server serves `{self.served_name}`.",
                            param="model", code="model_not_found")
 
-    def token_text(self, token: Token) -> str:
-        """One token's own text (for logprobs), not the text the stream released with it."""
+    def logprob_entry(self, token: Token) -> LogprobEntry:
+        """A token's logprob as reported: its own text (not the text the stream released
+        with it) and its step's most likely tokens'.  Those texts come from the model's
+        ``detokenize`` (in-process: a lookup); a backend without one (llama_server) reports
+        the released text and no alternatives."""
         detokenize = getattr(self.model, "detokenize", None)
         if detokenize is None:
-            return token.text
+            return LogprobEntry(token.text, token.logprob)
         try:
-            return detokenize([token.id])
+            top = tuple((detokenize([id_]), logprob) for id_, logprob in token.top_logprobs or ())
+            return LogprobEntry(detokenize([token.id]), token.logprob, top)
         except ModelClosedError:  # shutting down, a stream's last tokens still going out
-            return token.text
+            return LogprobEntry(token.text, token.logprob)
 
     def default_chat_max_tokens(self) -> int:
         from .params import default_chat_max_tokens

@@ -6,6 +6,7 @@ on hand-made chunks (``tests/test_chunk_reader.py``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,7 @@ class ChunkReader:
         self._stop_ids = frozenset(config.stop_tokens)
         self._stops = bool(config.stop)
         self._logprobs = config.logprobs
+        self._top = config.top_logprobs > 0
         self._byte_ids = byte_ids
         self._detokenize = detokenize
         self._pending: Token | None = None
@@ -80,7 +82,7 @@ class ChunkReader:
                 out += self._count([Token(UNKNOWN_ID, "") for _ in range(missing - 1)] + [Token(UNKNOWN_ID, "\ufffd")])
             elif stop_type == "limit" and self._held and out and out[-1].id == self._held[-1]:
                 last = out[-1]  # the held-back text of a stop string that never completed
-                out[-1] = Token(last.id, last.text + self._held_text(), last.logprob)
+                out[-1] = dataclasses.replace(last, text=last.text + self._held_text())
             self.reason = _STOP_REASONS.get(stop_type, "stop")
             return out
         ids = data.get("tokens") or []
@@ -92,11 +94,11 @@ class ChunkReader:
         missing = [Token(i, "") for i in self._recover(text, predicted - self._predicted - 1, token)]
         self._predicted = predicted
         out = self._release() + self._count(missing)
-        current = Token(token, text, _logprob(data) if self._logprobs else None)
+        current = Token(token, text, *_logprobs(data, self._top)) if self._logprobs else Token(token, text)
         if token in self._stop_ids:  # its chunk's text may hold its own piece: use the held ids
             self.reason = "stop"
             tail = self._held_text()
-            return out + self._count([Token(token, tail, current.logprob)] if tail else [])
+            return out + self._count([dataclasses.replace(current, text=tail)] if tail else [])
         if token in self._eog:  # the server sends exactly the held-back text with it
             self._held = []
             return out + self._count([current] if text else [])
@@ -128,6 +130,11 @@ class ChunkReader:
         return [UNKNOWN_ID] * count
 
 
-def _logprob(data: dict[str, Any]) -> float | None:
+def _logprobs(data: dict[str, Any], top: bool) -> tuple[float | None, tuple[tuple[int, float], ...] | None]:
+    """The chunk's token's logprob and, with ``top``, its step's most likely tokens (``n_probs``
+    of them: llama-server's ``top_logprobs``, from the logits before sampling)."""
     probs = data.get("completion_probabilities") or []
-    return probs[-1].get("logprob") if probs else None
+    if not probs:
+        return None, None
+    best = probs[-1].get("top_logprobs") if top else None
+    return probs[-1].get("logprob"), tuple((int(p["id"]), float(p["logprob"])) for p in best) if best is not None else None

@@ -60,7 +60,7 @@ def completion_body(prompt: str | list[int], config: GenerateConfig, classify: b
         "presence_penalty": config.presence_penalty,
         "stop": list(config.stop),
         "ignore_eos": config.ignore_eos,
-        "n_probs": 1 if config.logprobs else 0,
+        "n_probs": (config.top_logprobs or 1) if config.logprobs else 0,
     }
     if config.seed is not None:
         body["seed"] = config.seed

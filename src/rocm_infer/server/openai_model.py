@@ -114,6 +114,9 @@ class OpenAIModel(TextModel):
         if config.grammar is not None or config.regex is not None:
             raise InvalidConfigError("the openai backend constrains output by json_schema only (response_format): an "
                                      "OpenAI-compatible server has no portable grammar or regex field")
+        if config.top_logprobs:
+            raise InvalidConfigError("the openai backend cannot give top_logprobs: OpenAI's API names the alternatives by "
+                                     "their text, and Token.top_logprobs holds token ids; use llama_cpp or llama_server")
         if classify:
             if config.return_logits:
                 raise InvalidConfigError("the openai backend cannot return full logits; use the llama_cpp backend")
