@@ -100,3 +100,21 @@ def test_a_stop_token_id_ends_the_stream_without_being_emitted():
 def test_progress_chunks_release_nothing():
     tokens, reader = read([{"tokens": [], "content": "", "stop": False, "tokens_predicted": 0}])
     assert tokens == [] and reader.reason is None
+
+
+def with_probs(data: dict, logprob: float, top: list[tuple[int, float]]) -> dict:
+    """``n_probs``' shape (``probs_vector_to_json``): the sampled token's logprob and its step's best."""
+    best = [{"id": t, "token": PIECES.get(t, ""), "bytes": [], "logprob": lp} for t, lp in top]
+    return {**data, "completion_probabilities": [{"id": data["tokens"][0], "token": "", "bytes": [], "logprob": logprob,
+                                                  "top_logprobs": best}]}
+
+
+def test_log_probabilities_and_the_steps_best_come_with_their_tokens():
+    chunks = [with_probs(chunk(10, " quick", 1), -0.1, [(10, -0.1), (11, -2.5)]),
+              with_probs(chunk(12, "", 2), -0.7, [(13, -0.2), (12, -0.7)]), with_probs(chunk(EOG, " fox", 3), -0.01, [(EOG, -0.01)]),
+              final("eos", 3)]
+    tokens, _ = read(chunks, stop=("fox jumps",), logprobs=True, top_logprobs=2)
+    assert tokens == [Token(10, " quick", -0.1, ((10, -0.1), (11, -2.5))), Token(12, "", -0.7, ((13, -0.2), (12, -0.7))),
+                      Token(EOG, " fox", -0.01, ((EOG, -0.01),))]  # the end token carries the held-back text, and its own
+    plain, _ = read(chunks, stop=("fox jumps",), logprobs=True)
+    assert [t.top_logprobs for t in plain] == [None, None, None] and [t.logprob for t in plain] == [-0.1, -0.7, -0.01]

@@ -20,6 +20,10 @@ def test_top_logprobs_are_the_best_tokens_most_likely_first():
     assert [t for t, _ in top] == [1, 3, 4]  # a tie goes to the lower id
     assert all(abs(lp - (row[t] - normaliser)) < 1e-6 for t, lp in top)
     assert abs(logprob - (0.5 - normaliser)) < 1e-6
+    _, tied = token_logprobs(np.zeros(100, dtype=np.float32), 0, 3)  # ties at the cut-off too
+    assert [t for t, _ in tied] == [0, 1, 2]
+    _, cut = token_logprobs(np.array([0.0, 1.0, 1.0, 1.0], dtype=np.float32), 0, 1)
+    assert cut[0][0] == 1
 
 
 def test_chain_order_follows_llama_cpp():

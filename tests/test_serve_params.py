@@ -22,7 +22,7 @@ from rocm_infer.serve import Runtime, ServeSettings, create_app  # noqa: E402
 from rocm_infer.serve.errors import ApiError, from_library, from_validation  # noqa: E402
 from rocm_infer.serve.launch import is_loopback, without_nagle  # noqa: E402
 from rocm_infer.serve.metrics import EngineFigures, ServerMetrics  # noqa: E402
-from rocm_infer.serve.responses import LogprobEntry  # noqa: E402
+from rocm_infer.serve.responses import Alternative, LogprobEntry, chat_logprobs, completion_logprobs  # noqa: E402
 from rocm_infer.serve.params import (  # noqa: E402
     chat_messages,
     choice_seed,
@@ -361,10 +361,22 @@ def test_a_logprob_token_text_after_the_model_closed_is_the_streamed_text(gemma_
     with ri.load_model(gemma_path, parallel_slots=1, context_len=256) as model:
         runtime = Runtime(ServeSettings(), model=model)
         [hello, comma] = model.tokenize("Hello,", add_special=False)
-        token = ri.Token(hello, "Hel", -0.5, ((hello, -0.5), (comma, -2.0)))
-        assert runtime.logprob_entry(token) == LogprobEntry("Hello", -0.5, (("Hello", -0.5), (",", -2.0)))
+        [end_of_turn] = model.tokenize("<end_of_turn>", add_special=False)
+        token = ri.Token(hello, "Hel", -0.5, ((hello, -0.5), (comma, -2.0), (end_of_turn, -3.0)))
+        shown = [Alternative("Hello", b"Hello", -0.5), Alternative(",", b",", -2.0), Alternative("<end_of_turn>", b"<end_of_turn>", -3.0)]
+        assert runtime.logprob_entry(token) == LogprobEntry(shown[0], tuple(shown))  # a control token by its own text
         model.close()
-        assert runtime.logprob_entry(token) == LogprobEntry("Hel", -0.5)
+        assert runtime.logprob_entry(token) == LogprobEntry(Alternative("Hel", b"Hel", -0.5))
+
+
+def test_logprob_shapes_keep_each_tokens_own_bytes_and_the_likelier_of_two_same_texts():
+    byte = Alternative("\ufffd", b"\xe2", -1.0)  # part of a character: the text cannot hold it, the bytes do
+    entry = LogprobEntry(Alternative("a", b"a", -0.5), (Alternative("a", b"a", -0.5), byte, Alternative("\ufffd", b"\x80", -2.0)))
+    [chat] = chat_logprobs([entry])["content"]
+    assert chat["bytes"] == [97] and [t["bytes"] for t in chat["top_logprobs"]] == [[97], [0xE2], [0x80]]
+    legacy = completion_logprobs([entry, LogprobEntry(Alternative("b", b"b", -4.0), (entry.token,))], offset=3)
+    assert legacy["top_logprobs"] == [{"a": -0.5, "\ufffd": -1.0}, {"a": -0.5, "b": -4.0}]  # the sampled token too
+    assert legacy["tokens"] == ["a", "b"] and legacy["text_offset"] == [3, 4]
 
 
 class _Offering:

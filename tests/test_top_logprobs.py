@@ -39,7 +39,7 @@ def test_greedy_tokens_are_the_first_of_their_steps_alternatives(loaded):
 def test_a_sampled_token_is_no_likelier_than_the_best(loaded):
     tokens = list(loaded.generate(PROMPT, max_tokens=6, temperature=1.5, seed=11, logprobs=True, top_logprobs=2,
                                   ignore_eos=True, timeout=NEVER_S))
-    for token in tokens:
+    for token in (t for t in tokens if t.top_logprobs is not None):  # (llama_server: see Token's docstring)
         best = dict(token.top_logprobs)
         assert token.logprob <= max(best.values()) + 1e-3
         if token.id in best:

@@ -137,7 +137,8 @@ class Token:
     llama_server backend ``id`` is -1 for a token llama-server never sent (it ended
     inside a character and the id could not be recovered from byte tokens).
     ``top_logprobs`` (with ``top_logprobs=N``): the N most likely tokens at this step as
-    (id, log-probability), most likely first, from the model's own logits."""
+    (id, log-probability), most likely first, from the model's own logits.  On
+    llama_server a token recovered inside a character (see above) has neither."""
 
     id: int
     text: str

@@ -153,6 +153,13 @@ class NativeModel(TextModel):
         ids = token_ids(tokens, "token ids", self._vocab.n_tokens)
         return self._vocab.detokenize(ids)  # Vocab's own copy of the pieces, taken at load: nothing close() frees
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """One token's own bytes, as log-probabilities report them (``serve``'s ``bytes``):
+        its piece, which may be part of a UTF-8 character, or a control token's text."""
+        self._check_open()
+        token_ids([token_id], "a token id", self._vocab.n_tokens)
+        return self._vocab.shown_piece(token_id)
+
     def _check_open(self) -> None:
         if self._closed:
             raise ModelClosedError("the model is closed; load it again")

@@ -19,15 +19,18 @@ ChainStep = tuple[str, tuple[Any, ...]]
 
 
 def token_logprobs(row: np.ndarray, token: int, top: int) -> tuple[float, tuple[tuple[int, float], ...] | None]:
-    """``token``'s log-probability (log softmax of the row, its normaliser computed stably
-    in float64) and, with ``top``, the ``top`` most likely tokens' (id, log-probability),
-    most likely first (ties by id): a partition, not a sort, finds them."""
+    """``token``'s log-probability (log softmax of the row, in float64) and, with ``top``,
+    the ``top`` most likely tokens' (id, log-probability), most likely first, a tie going
+    to the lower id (as greedy's argmax does): a partition finds the cut-off, then only
+    the tokens at or above it are ordered."""
     normaliser = _log_normaliser(row)
+    logprob = float(row[token]) - normaliser
     if not top:
-        return float(row[token] - normaliser), None
-    best = np.argpartition(row, -top)[-top:]
-    best = best[np.lexsort((best, -row[best]))]
-    return float(row[token] - normaliser), tuple((int(t), float(row[t] - normaliser)) for t in best)
+        return logprob, None
+    cutoff = row[np.argpartition(row, -top)[-top:]].min()
+    candidates = np.flatnonzero(row >= cutoff)  # every token tied at the cut-off, too
+    best = candidates[np.lexsort((candidates, -row[candidates]))][:top]
+    return logprob, tuple((int(t), float(row[t]) - normaliser) for t in best)
 
 
 def _log_normaliser(row: np.ndarray) -> float:

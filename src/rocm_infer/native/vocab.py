@@ -55,6 +55,17 @@ class Vocab:
             return b""
         return self._blob[self._offsets[token] : self._offsets[token + 1]]
 
+    def shown_piece(self, token: int) -> bytes:
+        """A token's bytes as log-probabilities show it: its piece, or for a control token
+        (which ``piece`` renders as nothing) its own text, ``<end_of_turn>``, as llama-server
+        shows it."""
+        piece = self.piece(token)
+        if piece or not 0 <= token < self.n_tokens:
+            return piece
+        buf = ctypes.create_string_buffer(256)
+        n = self._llama.llama_token_to_piece(self.ptr, token, buf, len(buf), 0, True)
+        return buf.raw[: max(0, n)]
+
     def _read_pieces(self) -> tuple[bytes, array.array[int]]:
         """Every token's bytes, read once, end to end in one buffer with each token's
         offset in another: a lookup on the per-token path is then two reads from two

@@ -21,6 +21,7 @@ async def create_chat_completion(runtime: Runtime, body: ChatCompletionRequest, 
     model = runtime.ready()
     runtime.check_model(body.model)
     config = generate_config(body, runtime.default_chat_max_tokens())
+    runtime.check_top_logprobs(config, "top_logprobs")
     messages = chat_messages(body)
     openers = [(0, lambda i=i: model.astart_chat(messages, choice_seed(config, i))) for i in range(body.n)]
     generation = await Generation.start(runtime.metrics, openers)

@@ -23,6 +23,7 @@ async def create_completion(runtime: Runtime, body: CompletionRequest, request: 
     model = runtime.ready()
     runtime.check_model(body.model)
     config = generate_config(body, COMPLETIONS_DEFAULT_MAX_TOKENS)
+    runtime.check_top_logprobs(config, "logprobs")
     prompts = completion_prompts(body)
     openers = [(p, lambda prompt=prompt, j=j: model.astart_generate(prompt, choice_seed(config, j)))
                for p, prompt in enumerate(prompts) for j in range(body.n)]
@@ -71,7 +72,7 @@ async def _events(runtime: Runtime, env: Envelope, generation: Generation, echoe
                     if logprobs:
                         entry = runtime.logprob_entry(token)
                         entries = completion_logprobs([entry], offsets[index])
-                        offsets[index] += len(entry.text)
+                        offsets[index] += len(entry.token.text)
                     yield sse(completion_chunk(env, index, token.text, logprobs=entries, with_usage=include_usage))
                 else:
                     yield ""  # text held back: nothing to send, but ``joined`` must not wait past it

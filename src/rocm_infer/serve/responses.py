@@ -16,13 +16,22 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class LogprobEntry:
-    """One generated token's log-probability as the server reports it: its own text (not
-    the text its chunk released), and the step's most likely tokens when asked."""
+class Alternative:
+    """A token as log-probabilities show it: its text, its own bytes (which may be part of a
+    UTF-8 character: the text then has U+FFFD) and its log-probability."""
 
     text: str
+    raw: bytes
     logprob: float | None  # (None where the backend gave none)
-    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class LogprobEntry:
+    """One generated token's log-probability as the server reports it (its own text, not
+    the text its chunk released), and the step's most likely tokens when asked."""
+
+    token: Alternative
+    top: tuple[Alternative, ...] = ()
 
 
 @dataclass
@@ -78,13 +87,12 @@ DONE = sse("[DONE]")
 
 # ---- chat --------------------------------------------------------------------------------
 def chat_logprobs(entries: list[LogprobEntry]) -> dict[str, Any]:
-    content = [{**_chat_token(e.text, e.logprob), "top_logprobs": [_chat_token(text, logprob) for text, logprob in e.top]}
-               for e in entries]
+    content = [{**_chat_token(e.token), "top_logprobs": [_chat_token(alternative) for alternative in e.top]} for e in entries]
     return {"content": content, "refusal": None}
 
 
-def _chat_token(text: str, logprob: float) -> dict[str, Any]:
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+def _chat_token(token: Alternative) -> dict[str, Any]:
+    return {"token": token.text, "logprob": token.logprob, "bytes": list(token.raw)}
 
 
 def chat_completion(env: Envelope, choices: list[ChoiceResult], usage: Usage) -> dict[str, Any]:
@@ -119,9 +127,18 @@ def completion_logprobs(entries: list[LogprobEntry], offset: int) -> dict[str, A
     offsets, position = [], offset
     for entry in entries:
         offsets.append(position)
-        position += len(entry.text)
-    return {"tokens": [e.text for e in entries], "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{**dict(e.top), e.text: e.logprob} for e in entries], "text_offset": offsets}
+        position += len(entry.token.text)
+    return {"tokens": [e.token.text for e in entries], "token_logprobs": [e.token.logprob for e in entries],
+            "top_logprobs": [_by_text(e) for e in entries], "text_offset": offsets}
+
+
+def _by_text(entry: LogprobEntry) -> dict[str, float | None]:
+    """The legacy map of text to logprob: two tokens may show the same text (byte tokens
+    as U+FFFD), and the likelier keeps its place."""
+    shown: dict[str, float | None] = {}
+    for alternative in (*entry.top, entry.token):
+        shown.setdefault(alternative.text, alternative.logprob)
+    return shown
 
 
 def completion(env: Envelope, choices: list[ChoiceResult], usage: Usage) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from ..errors import ModelClosedError, RocmInferError
 from ..interface import TextModel
-from ..types import LoadConfig, Token
+from ..types import GenerateConfig, LoadConfig, Token
 from .body_limit import DEFAULT_MAX_REQUEST_BYTES
 from .errors import ApiError
 from .metrics import EngineFigures, ServerMetrics
-from .responses import LogprobEntry
+from .responses import Alternative, LogprobEntry
 
 _log = logging.getLogger("rocm_infer.serve")
 
@@ -116,18 +116,24 @@ class Runtime:
                            param="model", code="model_not_found")
 
     def logprob_entry(self, token: Token) -> LogprobEntry:
-        """A token's logprob as reported: its own text (not the text the stream released
-        with it) and its step's most likely tokens'.  Those texts come from the model's
-        ``detokenize`` (in-process: a lookup); a backend without one (llama_server) reports
-        the released text and no alternatives."""
-        detokenize = getattr(self.model, "detokenize", None)
-        if detokenize is None:
-            return LogprobEntry(token.text, token.logprob)
-        try:
-            top = tuple((detokenize([id_]), logprob) for id_, logprob in token.top_logprobs or ())
-            return LogprobEntry(detokenize([token.id]), token.logprob, top)
-        except ModelClosedError:  # shutting down, a stream's last tokens still going out
-            return LogprobEntry(token.text, token.logprob)
+        """A token's logprob as reported: its own text and bytes (not the text the stream
+        released with it) and its step's most likely tokens', from the model's
+        ``token_bytes`` (in-process: a table lookup).  A backend without it reports the
+        released text (and is never asked for alternatives: ``check_top_logprobs``)."""
+        token_bytes = getattr(self.model, "token_bytes", None)
+        if token_bytes is not None:
+            try:
+                return LogprobEntry(_shown(token_bytes, token.id, token.logprob),
+                                    tuple(_shown(token_bytes, id_, logprob) for id_, logprob in token.top_logprobs or ()))
+            except ModelClosedError:  # shutting down, a stream's last tokens still going out
+                pass
+        return LogprobEntry(Alternative(token.text, token.text.encode("utf-8"), token.logprob))
+
+    def check_top_logprobs(self, config: GenerateConfig, param: str) -> None:
+        """Alternatives are named by their text, which only a model with ``token_bytes``
+        (in-process) can give for an id: elsewhere they are a 400, not an empty list."""
+        if config.top_logprobs and getattr(self.model, "token_bytes", None) is None:
+            raise ApiError(400, f"{param} > 0 needs an in-process backend; this server runs {self.ready().info.backend}", param=param)
 
     def default_chat_max_tokens(self) -> int:
         from .params import default_chat_max_tokens
@@ -156,3 +162,8 @@ class Runtime:
             figures, kv_cells_used=sum(read.occupancy.values()), engine_steps=engine.steps, engine_tokens=engine.tokens,
             engine_decode_s=engine.decode_s, engine_preemptions=engine.preemptions, prefix_entries=prefix.entries, prefix_cells=prefix.cells_held, prefix_hits=prefix.hits,
             prefix_tokens_reused=prefix.tokens_reused)
+
+
+def _shown(token_bytes: Callable[[int], bytes], token_id: int, logprob: float | None) -> Alternative:
+    raw = token_bytes(token_id)
+    return Alternative(raw.decode("utf-8", errors="replace"), raw, logprob)
