@@ -5,8 +5,8 @@
  * a CPU), the engine's Python around each llama_decode (planning, filling the batch,
  * recording the tokens, waking each consumer thread) costs a share of every step that
  * llama-batched-bench, which has no Python, never pays.  While every running request is
- * plain (no repeat penalty, no structured output, no stop string or stop token, no
- * log-probabilities) and no waiting request can be admitted, a step's work needs nothing
+ * plain (no penalty or logit bias sampled on the host, no structured output, no stop
+ * string or stop token, no log-probabilities) and no waiting request can be admitted, a step's work needs nothing
  * Python knows: this loop does it, and Python records the run's tokens afterwards, with
  * the same effect as recording them step by step.  A row with a device chain
  * (llama_set_sampler: sampled in the decode graph) takes its token from

@@ -155,6 +155,14 @@ def test_a_large_presence_penalty_never_repeats_a_token_of_its_window(model, ser
         assert len(ids) == 4 and len(set(ids)) == 4 and not window & set(ids), ids
 
 
+def test_classify_takes_the_penalties_on_every_backend(model, server):
+    prompt = "1, 1, 1, 1, 1, 1, 1, 1,"
+    window = set(model.tokenize(prompt))
+    assert model.classify([prompt])[0].token in window  # " 1" or ",": what the penalty must move away from
+    for loaded in (model, server):
+        assert loaded.classify([prompt], presence_penalty=100.0)[0].token not in window
+
+
 @pytest.mark.parametrize("penalties", [
     {"frequency_penalty": 0.7},
     {"presence_penalty": -0.4},

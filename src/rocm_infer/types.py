@@ -243,9 +243,9 @@ class GenerateConfig:
                  f"timeout must be None (no limit) or a number of seconds in (0, {MAX_TIMEOUT_S:.0f}] (a year), got {self.timeout!r}")
 
     def _check_logit_bias(self) -> None:
-        """Kept as a ``{int: float}`` of its own (numpy's ids and numbers taken; a plain dict,
-        as ``json_schema``'s, so that a config pickles); a bias of ``+inf`` or NaN has no
-        meaning in a softmax and is refused."""
+        """Kept as a ``{int: float}`` of its own, a copy (numpy's ids and numbers taken; a
+        plain dict, so that a config pickles); a bias of ``+inf`` or NaN has no meaning in a
+        softmax and is refused."""
         if self.logit_bias is None:
             return
         _require(isinstance(self.logit_bias, Mapping), f"logit_bias must be a mapping of token id to bias, got {self.logit_bias!r}")

@@ -37,7 +37,7 @@ RUN_NO_TOKEN = -101
 def is_plain(request: Request) -> bool:
     """Every token of it can be chosen in a run: sampled with llama.cpp's chain alone, on
     the host or by its device chain, and nothing per token needs Python before the next
-    step (no logit bias or repeat penalty on the host, structured-output mask,
+    step (no logit bias or penalty on the host, structured-output mask,
     log-probability, stop string or stop token)."""
     config = request.config
     sampler = request.host_sampler  # None: a device chain samples it

@@ -16,8 +16,8 @@ a caller, read in ``src/llama-context.cpp`` and ``src/llama-sampler.cpp``:
   detaching marks the scheduler for a graph re-reserve before the next decode;
 - greedy, dist, top_k, top_p, min_p, temp and logit_bias have device implementations
   (the engine uses those: a request's logit bias, and the vocabulary's banned ids, lead
-  its chain); the pin's penalties have one too, but a request with a repeat
-  penalty (or asking for log-probabilities, or classifying) is sampled on the host here,
+  its chain); the pin's penalties have one too, but a request with a penalty (or
+  asking for log-probabilities, or classifying) is sampled on the host here,
   while its neighbours stay on the device: device penalties are not measured;
 - raw logits are copied to the host only when some output row of the step has no
   chain, so a step that mixes both still gets every row's logits;

@@ -555,7 +555,7 @@ class Engine:
                 break
             if isinstance(item, Request):
                 item.sink.put(Finished("cancelled", GenerateMetrics(), closed))
-            elif isinstance(item, tuple):
+            elif isinstance(item, tuple) and item[1].set_running_or_notify_cancel():  # (a cancelled call: nobody waits)
                 item[1].set_exception(closed)
         self._chooser.close()  # last: every stream has its end whatever this does
 

@@ -30,8 +30,8 @@ from .host_library import host_library
 
 @dataclass
 class HostSampler:
-    """One request's sampling settings, its recent tokens (for the repeat penalty) and
-    its own random generator: a seed gives the same tokens run after run."""
+    """One request's sampling settings, its recent tokens (for the penalties) and its
+    own random generator: a seed gives the same tokens run after run."""
 
     temperature: float
     top_k: int = 0

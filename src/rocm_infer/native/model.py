@@ -155,10 +155,11 @@ class NativeModel(TextModel):
 
     def token_bytes(self, token_id: int) -> bytes:
         """One token's own bytes, as log-probabilities report them (``serve``'s ``bytes``):
-        its piece, which may be part of a UTF-8 character, or a control token's text."""
-        self._check_open()
+        its piece, which may be part of a UTF-8 character, or a control token's text (read
+        from llama.cpp: the weights are held meanwhile, as for tokenizing)."""
         token_ids([token_id], "a token id", self._vocab.n_tokens)
-        return self._vocab.shown_piece(token_id)
+        with self._open():
+            return self._vocab.shown_piece(token_id)
 
     def _check_open(self) -> None:
         if self._closed:

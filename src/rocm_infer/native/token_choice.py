@@ -50,11 +50,11 @@ class TokenChooser:
         if self._device is not None:
             if runs_on_device(request, self._policy, running) and self._device.attach(request.seq_id, config, seed):
                 return
-        if request.kind is RequestKind.CLASSIFY:
-            request.host_sampler = HostSampler(temperature=0.0, logit_bias=config.logit_bias)
-            return
+        # classify is greedy, with the bias and penalties as on the other backends (llama-server
+        # and OpenAI servers apply them to its one token too)
+        temperature = 0.0 if request.kind is RequestKind.CLASSIFY else config.temperature
         request.host_sampler = HostSampler(
-            config.temperature, config.top_k, config.top_p, config.min_p, config.repeat_penalty, config.repeat_last_n, seed,
+            temperature, config.top_k, config.top_p, config.min_p, config.repeat_penalty, config.repeat_last_n, seed,
             config.logit_bias, config.frequency_penalty, config.presence_penalty)
         for token in request.prompt[-config.repeat_last_n :] if request.host_sampler.penalised else ():
             request.host_sampler.accept(token)
