@@ -118,8 +118,9 @@ class Runtime:
     def logprob_entry(self, token: Token) -> LogprobEntry:
         """A token's logprob as reported: its own text and bytes (not the text the stream
         released with it) and its step's most likely tokens', from the model's
-        ``token_bytes`` (in-process: a table lookup, or for a control token one llama.cpp call).  A backend without it reports the
-        released text (and is never asked for alternatives: ``check_top_logprobs``)."""
+        ``token_bytes`` (in-process: a table lookup, or for a control token one llama.cpp
+        call).  A backend without it reports the released text (and is never asked for
+        alternatives: ``check_top_logprobs``)."""
         token_bytes = getattr(self.model, "token_bytes", None)
         if token_bytes is not None:
             try:
