@@ -47,6 +47,13 @@ def model(gemma_path: Path) -> Iterator[ri.TextModel]:
 
 
 @pytest.fixture(scope="session")
+def server_model(gemma_path: Path) -> Iterator[ri.TextModel]:
+    """A small llama_server model for tests that compare a behaviour across backends."""
+    with ri.load_model(gemma_path, backend="llama_server", context_len=1024, parallel_slots=2) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="session")
 def model_fa(gemma_path: Path) -> Iterator[ri.TextModel]:
     with ri.load_model(gemma_path, backend="llama_cpp", prefix_cache=False) as loaded:
         yield loaded

@@ -159,7 +159,7 @@ GENERATE_OPTIONS = [
     ("frequency_penalty", NAN), ("frequency_penalty", "1"), ("presence_penalty", INF), ("presence_penalty", None),
     ("logit_bias", {-1: 1.0}), ("logit_bias", {1: INF}), ("logit_bias", [5]),
     ("stop", 123), ("stop", ("",)), ("stop", (None,)), ("stop", ("fine", "bad \ud800")),
-    ("stop_tokens", 5), ("stop_tokens", (-1,)), ("stop_tokens", ("a",)),
+    ("stop_tokens", 5), ("stop_tokens", (-1,)), ("stop_tokens", ("a",)), ("stop_tokens", np.array(5)),
     ("seed", -1), ("seed", 2**32), ("seed", 1.5), ("seed", True),
     ("logprobs", "yes"), ("return_logits", 1), ("ignore_eos", "no"),
     ("timeout", 0), ("timeout", -1.0), ("timeout", NAN), ("timeout", INF), ("timeout", "1"),

@@ -25,20 +25,14 @@ NEVER_S = 120.0
 
 
 @pytest.fixture(scope="module")
-def server(gemma_path) -> Iterator[ri.TextModel]:
-    with ri.load_model(gemma_path, backend="llama_server", context_len=1024, parallel_slots=2) as loaded:
-        yield loaded
-
-
-@pytest.fixture(scope="module")
 def device_model(gemma_path) -> Iterator[ri.TextModel]:
     with ri.load_model(gemma_path, backend="llama_cpp", context_len=1024, parallel_slots=2, device_sampling="on") as loaded:
         yield loaded
 
 
 @pytest.fixture(params=["host", "device", "llama_server"])
-def loaded(request, model, device_model, server) -> ri.TextModel:
-    return {"host": model, "device": device_model, "llama_server": server}[request.param]
+def loaded(request, model, device_model, server_model) -> ri.TextModel:
+    return {"host": model, "device": device_model, "llama_server": server_model}[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +63,9 @@ def test_a_ban_removes_the_token_the_model_would_choose(loaded, model):
     assert token_ids(loaded, logit_bias={first: -100.0})[0] != first
 
 
-def test_classify_chooses_among_the_biased_tokens(model, server, word):
+def test_classify_chooses_among_the_biased_tokens(model, server_model, word):
     first = model.classify([PROMPT])[0].token
-    for loaded in (model, server):
+    for loaded in (model, server_model):
         [result] = loaded.classify([PROMPT], logit_bias={word: 100.0})
         assert result.token == word
         [result] = loaded.classify([PROMPT], logit_bias={first: -math.inf})
@@ -147,19 +141,19 @@ def test_the_openai_backend_sends_openai_s_form():
     assert body["logit_bias"] == {"5": -100.0, "6": 100.0, "7": 1.5}
 
 
-def test_a_large_presence_penalty_never_repeats_a_token_of_its_window(model, server):
+def test_a_large_presence_penalty_never_repeats_a_token_of_its_window(model, server_model):
     prompt = "1, 1, 1, 1, 1, 1, 1, 1,"
     window = set(model.tokenize(prompt))
-    for loaded in (model, server):
+    for loaded in (model, server_model):
         ids = [t.id for t in loaded.generate(prompt, max_tokens=4, presence_penalty=100.0, ignore_eos=True, timeout=NEVER_S)]
         assert len(ids) == 4 and len(set(ids)) == 4 and not window & set(ids), ids
 
 
-def test_classify_takes_the_penalties_on_every_backend(model, server):
+def test_classify_takes_the_penalties_on_every_backend(model, server_model):
     prompt = "1, 1, 1, 1, 1, 1, 1, 1,"
     window = set(model.tokenize(prompt))
     assert model.classify([prompt])[0].token in window  # " 1" or ",": what the penalty must move away from
-    for loaded in (model, server):
+    for loaded in (model, server_model):
         assert loaded.classify([prompt], presence_penalty=100.0)[0].token not in window
 
 

@@ -16,6 +16,7 @@ which cell a position uses, which is what the properties are about.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import queue
 from dataclasses import dataclass, field
@@ -235,18 +236,22 @@ def test_requests_that_each_need_the_whole_context_finish_one_after_another_by_p
     assert sim.cache.used == 0 and sim.kv.free_cells == 64
 
 
+def prefilled(kv: KvSlots, cache: UnifiedCache, prompt: list[int], max_tokens: int) -> Request:
+    """A request admitted (reusing what it can) with its whole prompt computed, running."""
+    request = Request(prompt, GenerateConfig(max_tokens=max_tokens), queue.SimpleQueue())
+    kv.match([request], [])
+    kv.admit(request, cache.n_ctx)
+    cache.fill(request.seq_id, request.reuse_len, len(prompt) - request.reuse_len)
+    request.n_computed = len(prompt)
+    request.status = RequestStatus.RUNNING
+    return request
+
+
 def test_growth_spares_a_cached_prefix_that_running_requests_share():
     cache = UnifiedCache(64)
     kv = KvSlots(cache, 3, prefix_cache=True)  # type: ignore[arg-type]
     kv.growth = 8
-
-    def run(prompt: list[int], max_tokens: int) -> Request:
-        request = Request(prompt, GenerateConfig(max_tokens=max_tokens), queue.SimpleQueue())
-        kv.match([request], [])
-        kv.admit(request, 64)
-        cache.fill(request.seq_id, request.reuse_len, len(prompt) - request.reuse_len)
-        request.n_computed = len(prompt)
-        return request
+    run = functools.partial(prefilled, kv, cache)
 
     system = run([7] * 20, max_tokens=1)
     kv.finish(system, keep=True)  # a cached system prompt, 20 cells
@@ -260,16 +265,8 @@ def test_growth_spares_a_cached_prefix_that_running_requests_share():
 
 def test_admission_evicts_only_cached_prefixes_that_free_cells_when_it_lacks_cells():
     sim = Sim(n_ctx=64, slots=4, budget=64, growth=8, prefix_cache=True)
-    kv, cache = sim.kv, sim.cache
-
-    def run(prompt: list[int], max_tokens: int) -> Request:
-        request = Request(prompt, GenerateConfig(max_tokens=max_tokens), queue.SimpleQueue())
-        kv.match([request], [])
-        kv.admit(request, 64)
-        cache.fill(request.seq_id, request.reuse_len, len(prompt) - request.reuse_len)
-        request.n_computed = len(prompt)
-        request.status = RequestStatus.RUNNING
-        return request
+    run = functools.partial(prefilled, sim.kv, sim.cache)
+    kv = sim.kv
 
     system = run([7] * 20, max_tokens=1)
     kv.finish(system, keep=True)  # a cached system prompt, 20 cells, the oldest entry

@@ -4,8 +4,6 @@ API names the alternatives by text, not id).  Real Gemma model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 import rocm_infer as ri
@@ -14,15 +12,9 @@ PROMPT = "The capital of France is"
 NEVER_S = 120.0
 
 
-@pytest.fixture(scope="module")
-def server(gemma_path) -> Iterator[ri.TextModel]:
-    with ri.load_model(gemma_path, backend="llama_server", context_len=1024, parallel_slots=2) as loaded:
-        yield loaded
-
-
 @pytest.fixture(params=["llama_cpp", "llama_server"])
-def loaded(request, model, server) -> ri.TextModel:
-    return model if request.param == "llama_cpp" else server
+def loaded(request, model, server_model) -> ri.TextModel:
+    return model if request.param == "llama_cpp" else server_model
 
 
 def test_greedy_tokens_are_the_first_of_their_steps_alternatives(loaded):

@@ -93,8 +93,9 @@ def penalties_on(repeat_penalty: float, frequency_penalty: float, presence_penal
 
 
 def _is_sequence(value: Any) -> bool:
-    """A collection of items: not one string, not a mapping, not a lone number."""
-    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
+    """A collection of items: not one string, not a mapping, not a lone number (a 0-d numpy
+    array is iterable by type but raises when iterated)."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping)) and getattr(value, "ndim", 1) != 0
 
 
 def _is_number(value: Any) -> bool:

@@ -44,8 +44,14 @@ class HostSampler:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     recent: collections.deque[int] = field(init=False)
+    # settled once here, read for every row of every step: some penalty is on, and its row is
+    # changed before sampling (a logit bias, a penalty)
+    penalised: bool = field(init=False)
+    adjusts_logits: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        self.penalised = penalties_on(self.repeat_penalty, self.frequency_penalty, self.presence_penalty, self.repeat_last_n)
+        self.adjusts_logits = self.penalised or bool(self.logit_bias)
         bias = self.logit_bias or {}
         self._bias_ids = np.fromiter(bias.keys(), dtype=np.int64, count=len(bias))
         self._bias_values = np.fromiter(bias.values(), dtype=np.float32, count=len(bias))
@@ -58,15 +64,6 @@ class HostSampler:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-    @property
-    def penalised(self) -> bool:
-        return penalties_on(self.repeat_penalty, self.frequency_penalty, self.presence_penalty, self.repeat_last_n)
-
-    @property
-    def adjusts_logits(self) -> bool:
-        """Its row is changed before sampling (a logit bias, a penalty)."""
-        return self.penalised or self._bias_ids.size > 0
 
     def next_uniform(self) -> float:
         return self._spare.popleft() if self._spare else float(self.rng.random())

@@ -222,7 +222,8 @@ class NativeModel(TextModel):
             ids = self._vocab.tokenize(prompt, add_special=True, parse_special=True)
         else:
             ids = token_ids(prompt, "a prompt's token ids", self._vocab.n_tokens)
-        if config.logit_bias:
+        if config.logit_bias:  # checked on a copy of its own: the caller's config may be changed later
+            config = dataclasses.replace(config)
             token_ids(config.logit_bias, "logit_bias's token ids", self._vocab.n_tokens)
         if not ids:
             raise InvalidConfigError("the prompt is empty (it has no tokens)")
